@@ -1,0 +1,1 @@
+"""Adapters: the ports implemented on Redis Streams, PostgreSQL, SQLite and plain memory."""

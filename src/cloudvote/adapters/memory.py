@@ -1,0 +1,115 @@
+"""In-memory queue and store: the fakes the unit tests drive the application through.
+
+They keep the same contracts as the real adapters (pending until acknowledged, newest
+version wins) so a test that passes here says something about production behaviour.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from cloudvote.domain.votes import AcceptedVote, Ballot
+from cloudvote.ports.queue import Delivery, QueueUnavailable
+from cloudvote.ports.store import StoreUnavailable
+
+
+class InMemoryVoteQueue:
+    """A queue with a waiting list and a pending list, like one Redis consumer group."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_version = 1
+        self._waiting: list[Delivery] = []
+        self._pending: dict[str, Delivery] = {}
+        self.dead_letters: list[tuple[Delivery, str]] = []
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise QueueUnavailable("in-memory queue switched off")
+
+    def enqueue(self, ballot: Ballot) -> str:
+        return self.enqueue_fields(ballot.to_fields())
+
+    def enqueue_fields(self, fields: dict[str, str]) -> str:
+        """Queue raw fields, as a buggy or older producer might."""
+        with self._lock:
+            self._check()
+            version = self._next_version
+            self._next_version += 1
+            delivery = Delivery(str(version), version, dict(fields))
+            self._waiting.append(delivery)
+            return delivery.message_id
+
+    def receive(self, max_count: int, block_ms: int) -> list[Delivery]:
+        with self._lock:
+            self._check()
+            taken, self._waiting = self._waiting[:max_count], self._waiting[max_count:]
+            for delivery in taken:
+                self._pending[delivery.message_id] = delivery
+            return taken
+
+    def claim_stale_votes(self, min_idle_ms: int, max_count: int) -> list[Delivery]:
+        # Every pending message counts as stale: a test crashes a worker by dropping it.
+        with self._lock:
+            self._check()
+            return list(self._pending.values())[:max_count]
+
+    def acknowledge(self, message_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._check()
+            for message_id in message_ids:
+                self._pending.pop(message_id, None)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._lock:
+            self._check()
+            self.dead_letters.append((delivery, reason))
+            self._pending.pop(delivery.message_id, None)
+
+    def depth(self) -> int:
+        with self._lock:
+            self._check()
+            return len(self._waiting) + len(self._pending)
+
+    def ping(self) -> None:
+        self._check()
+
+
+class InMemoryVoteStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.votes: dict[tuple[str, str], AcceptedVote] = {}
+        self._tallies: dict[str, dict[str, int]] = {}
+        self.available = True
+        self.transactions = 0
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("in-memory store switched off")
+
+    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+        with self._lock:
+            self._check()
+            self.transactions += 1
+            changed = 0
+            for vote in votes:
+                previous = self.votes.get(vote.key)
+                if previous is not None and previous.version >= vote.version:
+                    continue
+                tally = self._tallies.setdefault(vote.poll_id, {})
+                if previous is not None:
+                    tally[previous.option_id] -= 1
+                tally[vote.option_id] = tally.get(vote.option_id, 0) + 1
+                self.votes[vote.key] = vote
+                changed += 1
+            return changed
+
+    def counts(self, poll_id: str) -> dict[str, int]:
+        with self._lock:
+            self._check()
+            return dict(self._tallies.get(poll_id, {}))
+
+    def ping(self) -> None:
+        self._check()

@@ -1,0 +1,148 @@
+"""The vote store on PostgreSQL, through a psycopg 3 connection pool."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from cloudvote.domain.votes import AcceptedVote
+from cloudvote.ports.store import StoreUnavailable
+
+log = logging.getLogger("cloudvote.store")
+
+T = TypeVar("T")
+
+# Retried inside one apply(): they come from racing workers, not from a broken server.
+_RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# Any two migrators agree on this number, so only one changes the schema at a time.
+_MIGRATION_LOCK = 0x0C10D707E
+
+_UPSERT_VOTES = """
+INSERT INTO votes (poll_id, voter_id, option_id, version, trace_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+ON CONFLICT (poll_id, voter_id) DO UPDATE
+    SET option_id = EXCLUDED.option_id,
+        version = EXCLUDED.version,
+        trace_id = EXCLUDED.trace_id,
+        updated_at = now()
+    -- A replayed or late message is older than what is stored and changes nothing.
+    WHERE votes.version < EXCLUDED.version
+"""
+
+
+def conninfo_with_password(url: str, password: str = "") -> str:
+    return make_conninfo(url, password=password) if password else url
+
+
+def create_pool(url: str, password: str = "", max_size: int = 4) -> ConnectionPool:
+    """A pool that opens lazily, so a process starts even while PostgreSQL is down."""
+    pool = ConnectionPool(
+        conninfo_with_password(url, password),
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        # A connection broken by a server restart is found and replaced at checkout.
+        check=ConnectionPool.check_connection,
+        kwargs={"connect_timeout": 3, "application_name": "cloudvote"},
+        reconnect_timeout=0,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+class PostgresVoteStore:
+    def __init__(self, pool: ConnectionPool, checkout_timeout: float = 3.0) -> None:
+        self.pool = pool
+        self.checkout_timeout = checkout_timeout
+
+    def _run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        try:
+            with self.pool.connection(timeout=self.checkout_timeout) as conn:
+                return work(conn)
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            raise StoreUnavailable(f"postgres: {error}") from error
+
+    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+        if not votes:
+            return 0
+        columns = (
+            [v.poll_id for v in votes],
+            [v.voter_id for v in votes],
+            [v.option_id for v in votes],
+            [v.version for v in votes],
+            [v.trace_id for v in votes],
+        )
+
+        def upsert(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+            for attempt in range(5):
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        cur.execute(_UPSERT_VOTES, columns)
+                        return cur.rowcount
+                except _RACES:
+                    log.warning("store.race_retry", extra={"attempt": attempt + 1})
+                    time.sleep(0.01 * (attempt + 1))
+            raise StoreUnavailable("postgres: batch kept losing races with other workers")
+
+        return self._run(upsert)
+
+    def counts(self, poll_id: str) -> dict[str, int]:
+        def read(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT option_id, count FROM tallies WHERE poll_id = %s", (poll_id,)
+            ).fetchall()
+            conn.rollback()
+            return {str(option): int(str(count)) for option, count in rows}
+
+        return self._run(read)
+
+    def ping(self) -> None:
+        def select_one(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+            conn.execute("SELECT 1")
+            conn.rollback()
+
+        self._run(select_one)
+
+
+def migrate(conninfo: str, wait_seconds: float = 0.0) -> list[str]:
+    """Apply every migration not yet applied; returns the names it applied.
+
+    Idempotent, and safe when several copies run at once (a Job, an init container and a
+    developer): a transaction-scoped advisory lock serialises them, and each sees what the
+    one before it recorded.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            conn = psycopg.connect(conninfo, connect_timeout=3)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+    applied: list[str] = []
+    with conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {str(row[0]) for row in conn.execute("SELECT name FROM schema_migrations")}
+        for script in sorted(
+            resources.files("cloudvote.adapters.postgres_migrations").iterdir(),
+            key=lambda entry: entry.name,
+        ):
+            if not script.name.endswith(".sql") or script.name in done:
+                continue
+            conn.execute(script.read_text(encoding="utf-8"))
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (script.name,))
+            applied.append(script.name)
+    return applied

@@ -1,0 +1,168 @@
+"""The vote queue on a Redis stream with a consumer group.
+
+Why a stream and not a list: a list pop removes the vote before the worker has stored it,
+so a crash in between loses it (example-voting-app's design). A consumer group keeps each
+delivered message in a pending list until XACK, and XAUTOCLAIM hands the messages of a
+dead consumer to a live one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from cloudvote.domain.votes import Ballot, stream_id_to_version
+from cloudvote.ports.queue import Delivery, QueueUnavailable
+
+log = logging.getLogger("cloudvote.queue")
+
+T = TypeVar("T")
+
+_TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+def connect_redis(url: str, password: str = "", socket_timeout: float = 5.0) -> redis.Redis:
+    """A client that fails fast when Redis is away, so callers can answer 503 quickly."""
+    return redis.Redis.from_url(
+        url,
+        password=password or None,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=socket_timeout,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
+class RedisVoteQueue:
+    """Both ports on one stream: VoteQueue for the vote service, VoteSource for workers."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str = "votes",
+        group: str = "workers",
+        consumer: str = "worker",
+        dead_letter_stream: str = "votes:dead",
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.dead_letter_stream = dead_letter_stream
+        self._claim_cursor = "0-0"
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except _TRANSIENT as error:
+            raise QueueUnavailable(f"redis: {error}") from error
+        except redis.exceptions.ResponseError as error:
+            if "NOGROUP" in str(error):
+                # Redis lost the group (a restart without persistence): recreate, retry later.
+                self.ensure_group()
+                raise QueueUnavailable("redis: consumer group was missing; recreated") from error
+            raise
+
+    # -- producer side (vote service) -----------------------------------------------------
+
+    def enqueue(self, ballot: Ballot) -> str:
+        # With `appendfsync always` Redis answers only after the AOF write is on disk, so
+        # a returned id is a durable vote.
+        return str(self._call(lambda: self.client.xadd(self.stream, ballot.to_fields())))  # type: ignore[arg-type]
+
+    def depth(self) -> int:
+        # Acknowledged messages are deleted at once, so the length is what is still owed.
+        return int(self._call(lambda: self.client.xlen(self.stream)))
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    # -- consumer side (worker) -------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the stream and group if needed; id 0 so votes queued earlier are kept."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        except _TRANSIENT as error:
+            raise QueueUnavailable(f"redis: {error}") from error
+
+    def receive(self, max_count: int, block_ms: int) -> list[Delivery]:
+        reply: Any = self._call(
+            lambda: self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=max_count, block=block_ms
+            )
+        )
+        if not reply:
+            return []
+        return [_delivery(message_id, fields) for message_id, fields in reply[0][1]]
+
+    def claim_stale_votes(self, min_idle_ms: int, max_count: int) -> list[Delivery]:
+        reply: Any = self._call(
+            lambda: self.client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=min_idle_ms,
+                start_id=self._claim_cursor,
+                count=max_count,
+            )
+        )
+        next_cursor, messages = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        self._claim_cursor = next_cursor
+        if deleted:
+            # Pending ids whose data is gone: something trimmed the stream behind our back.
+            log.error("queue.pending_without_data", extra={"ids": deleted})
+            self._call(lambda: self.client.xack(self.stream, self.group, *deleted))
+        return [_delivery(message_id, fields) for message_id, fields in messages if fields]
+
+    def acknowledge(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+
+        def ack_and_delete() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.stream, self.group, *message_ids)
+            # Deleting keeps the stream as small as the backlog; no MAXLEN trim can ever
+            # cut a message that is still pending.
+            pipe.xdel(self.stream, *message_ids)
+            pipe.execute()
+
+        self._call(ack_and_delete)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        def park() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            parked: dict[Any, Any] = {
+                **delivery.fields,
+                "original_id": delivery.message_id,
+                "reason": reason,
+            }
+            pipe.xadd(self.dead_letter_stream, parked)
+            pipe.xack(self.stream, self.group, delivery.message_id)
+            pipe.xdel(self.stream, delivery.message_id)
+            pipe.execute()
+
+        self._call(park)
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        entries: Any = self._call(lambda: self.client.xrange(self.dead_letter_stream, count=count))
+        return [dict(fields) for _, fields in entries]
+
+
+def _delivery(message_id: str, fields: dict[str, str]) -> Delivery:
+    return Delivery(message_id, stream_id_to_version(message_id), dict(fields))

@@ -1,0 +1,219 @@
+"""Embedded storage for the monolith: the durable queue and the vote store in one file.
+
+The monolith keeps the same two-step design as the services (queue, then store) so the
+worker code is shared. SQLite in WAL mode with synchronous=FULL makes an accepted vote
+durable before the HTTP answer, just like Redis with `appendfsync always`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloudvote.domain.votes import AcceptedVote, Ballot
+from cloudvote.ports.queue import Delivery, QueueUnavailable
+from cloudvote.ports.store import StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never reused
+    poll       TEXT NOT NULL,
+    option     TEXT NOT NULL,
+    voter      TEXT NOT NULL,
+    trace      TEXT NOT NULL DEFAULT '',
+    claimed_at REAL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    original_id TEXT NOT NULL,
+    fields      TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    poll_id   TEXT NOT NULL,
+    voter_id  TEXT NOT NULL,
+    option_id TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    trace_id  TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (poll_id, voter_id)
+);
+CREATE TABLE IF NOT EXISTS tallies (
+    poll_id   TEXT NOT NULL,
+    option_id TEXT NOT NULL,
+    count     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (poll_id, option_id)
+);
+-- The same rule as the PostgreSQL triggers: tallies change with the votes, in one transaction.
+CREATE TRIGGER IF NOT EXISTS votes_tally_insert AFTER INSERT ON votes BEGIN
+    INSERT INTO tallies (poll_id, option_id, count) VALUES (NEW.poll_id, NEW.option_id, 1)
+    ON CONFLICT (poll_id, option_id) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS votes_tally_update AFTER UPDATE OF option_id ON votes
+WHEN OLD.option_id <> NEW.option_id BEGIN
+    UPDATE tallies SET count = count - 1
+        WHERE poll_id = OLD.poll_id AND option_id = OLD.option_id;
+    INSERT INTO tallies (poll_id, option_id, count) VALUES (NEW.poll_id, NEW.option_id, 1)
+    ON CONFLICT (poll_id, option_id) DO UPDATE SET count = count + 1;
+END;
+"""
+
+
+class SqliteDatabase:
+    """One connection per thread on one database file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        # executescript manages its own transaction; every statement is IF NOT EXISTS.
+        self.connection().executescript(_SCHEMA)
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit reaches the disk before the vote is acknowledged to the user.
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class SqliteVoteQueue:
+    """A durable queue table: rows are claimed on delivery and deleted on acknowledge."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self.database = database
+        self._arrived = threading.Condition()
+
+    def enqueue(self, ballot: Ballot) -> str:
+        try:
+            with self.database.transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO queue (poll, option, voter, trace) VALUES (?, ?, ?, ?)",
+                    (ballot.poll_id, ballot.option_id, ballot.voter_id, ballot.trace_id),
+                )
+                message_id = str(cursor.lastrowid)
+        except sqlite3.OperationalError as error:
+            raise QueueUnavailable(f"sqlite: {error}") from error
+        with self._arrived:
+            self._arrived.notify_all()
+        return message_id
+
+    def release_claims(self) -> None:
+        """At start-up the monolith owns the file, so earlier claims belong to a dead run."""
+        with self.database.transaction() as conn:
+            conn.execute("UPDATE queue SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
+
+    def receive(self, max_count: int, block_ms: int) -> list[Delivery]:
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            deliveries = self._claim("claimed_at IS NULL", (), max_count)
+            remaining = deadline - time.monotonic()
+            if deliveries or remaining <= 0:
+                return deliveries
+            with self._arrived:
+                self._arrived.wait(remaining)
+
+    def claim_stale_votes(self, min_idle_ms: int, max_count: int) -> list[Delivery]:
+        cutoff = time.time() - min_idle_ms / 1000
+        return self._claim("claimed_at < ?", (cutoff,), max_count)
+
+    def _claim(self, condition: str, params: tuple[object, ...], limit: int) -> list[Delivery]:
+        try:
+            with self.database.transaction() as conn:
+                rows = conn.execute(
+                    f"SELECT id, poll, option, voter, trace FROM queue WHERE {condition} "  # noqa: S608  # noqa: S608
+                    "ORDER BY id LIMIT ?",
+                    (*params, limit),
+                ).fetchall()
+                if rows:
+                    # The rows picked are exactly those in [first, last] that match.
+                    claim = (
+                        f"UPDATE queue SET claimed_at = ? WHERE id BETWEEN ? AND ? AND {condition}"  # noqa: S608
+                    )
+                    conn.execute(claim, (time.time(), rows[0][0], rows[-1][0], *params))
+        except sqlite3.OperationalError as error:
+            raise QueueUnavailable(f"sqlite: {error}") from error
+        return [
+            Delivery(
+                str(row[0]),
+                int(row[0]),
+                {"poll": row[1], "option": row[2], "voter": row[3], "trace": row[4]},
+            )
+            for row in rows
+        ]
+
+    def acknowledge(self, message_ids: Sequence[str]) -> None:
+        with self.database.transaction() as conn:
+            conn.executemany("DELETE FROM queue WHERE id = ?", [(int(i),) for i in message_ids])
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self.database.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dead_letters (original_id, fields, reason) VALUES (?, ?, ?)",
+                (delivery.message_id, json.dumps(delivery.fields), reason),
+            )
+            conn.execute("DELETE FROM queue WHERE id = ?", (int(delivery.message_id),))
+
+    def depth(self) -> int:
+        row = self.database.connection().execute("SELECT count(*) FROM queue").fetchone()
+        return int(row[0])
+
+    def ping(self) -> None:
+        self.database.connection().execute("SELECT 1")
+
+
+class SqliteVoteStore:
+    def __init__(self, database: SqliteDatabase) -> None:
+        self.database = database
+
+    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+        try:
+            with self.database.transaction() as conn:
+                cursor = conn.executemany(
+                    "INSERT INTO votes (poll_id, voter_id, option_id, version, trace_id) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (poll_id, voter_id) DO UPDATE SET "
+                    "option_id = excluded.option_id, version = excluded.version, "
+                    "trace_id = excluded.trace_id WHERE votes.version < excluded.version",
+                    [(v.poll_id, v.voter_id, v.option_id, v.version, v.trace_id) for v in votes],
+                )
+                # rowcount sums the vote rows written; trigger writes are not counted.
+                changed = cursor.rowcount
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"sqlite: {error}") from error
+        return changed
+
+    def counts(self, poll_id: str) -> dict[str, int]:
+        rows = (
+            self.database.connection()
+            .execute("SELECT option_id, count FROM tallies WHERE poll_id = ?", (poll_id,))
+            .fetchall()
+        )
+        return {str(option): int(count) for option, count in rows}
+
+    def ping(self) -> None:
+        self.database.connection().execute("SELECT 1")

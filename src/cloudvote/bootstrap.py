@@ -1,0 +1,139 @@
+"""The composition root: the one place that picks adapters from settings.
+
+Monolith mode is not a different program, only a different set of adapters (SQLite for
+queue and store instead of Redis and PostgreSQL) behind the same ports (ARCH-01).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cloudvote.adapters.polls_file import load_polls_file
+from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.application.results import ResultsView
+from cloudvote.application.voting import VoteCaster
+from cloudvote.config import Settings
+from cloudvote.domain.polls import PollCatalog
+from cloudvote.observability.metrics import PrometheusDrainObserver
+from cloudvote.ports.queue import VoteQueue, VoteSource
+from cloudvote.ports.store import VoteStore
+
+
+def load_catalog(settings: Settings) -> PollCatalog:
+    if settings.polls_file:
+        return load_polls_file(settings.polls_file)
+    return PollCatalog.default_catalog(settings.option_a, settings.option_b)
+
+
+@dataclass
+class Components:
+    """What the entrypoints need; which fields are set depends on the shape."""
+
+    settings: Settings
+    catalog: PollCatalog
+    caster: VoteCaster | None = None
+    results: ResultsView | None = None
+    drainer: VoteDrainer | None = None
+    queue: VoteQueue | None = None
+    store: VoteStore | None = None
+    # name -> check that raises when that dependency is not ready
+    readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def _redis_queue(settings: Settings, components: Components) -> object:
+    from cloudvote.adapters.redis_streams import RedisVoteQueue, connect_redis
+
+    client = connect_redis(settings.require_redis_url(), settings.redis_password)
+    components.closers.append(client.close)
+    queue = RedisVoteQueue(
+        client,
+        stream=settings.stream,
+        group=settings.consumer_group,
+        # Pod name in Kubernetes, container id in Docker: unique per worker instance.
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        dead_letter_stream=settings.dead_letter_stream,
+    )
+    components.readiness["redis"] = queue.ping
+    return queue
+
+
+def _postgres_store(settings: Settings, components: Components) -> VoteStore:
+    from cloudvote.adapters.postgres import PostgresVoteStore, create_pool
+
+    pool = create_pool(
+        settings.require_database_url(), settings.database_password, settings.database_pool_size
+    )
+    components.closers.append(pool.close)
+    store = PostgresVoteStore(pool)
+    components.readiness["postgres"] = store.ping
+    return store
+
+
+def _drain_settings(settings: Settings) -> DrainSettings:
+    return DrainSettings(batch_size=settings.batch_size, claim_idle_ms=settings.claim_idle_ms)
+
+
+def build_vote_service(settings: Settings) -> Components:
+    components = Components(settings, load_catalog(settings))
+    queue: VoteQueue = _redis_queue(settings, components)  # type: ignore[assignment]
+    components.queue = queue
+    components.caster = VoteCaster(components.catalog, queue)
+    return components
+
+
+def build_result_service(settings: Settings) -> Components:
+    components = Components(settings, load_catalog(settings))
+    store = _postgres_store(settings, components)
+    components.store = store
+    components.results = ResultsView(components.catalog, store)
+    return components
+
+
+def build_worker(settings: Settings) -> Components:
+    components = Components(settings, load_catalog(settings))
+    source = _redis_queue(settings, components)
+    store = _postgres_store(settings, components)
+    source.ensure_group()  # type: ignore[attr-defined]
+    components.queue = source  # type: ignore[assignment]
+    components.store = store
+    components.drainer = VoteDrainer(
+        components.catalog,
+        source,  # type: ignore[arg-type]
+        store,
+        _drain_settings(settings),
+        observers=[PrometheusDrainObserver()],
+    )
+    return components
+
+
+def build_monolith(settings: Settings) -> Components:
+    from cloudvote.adapters.sqlite import SqliteDatabase, SqliteVoteQueue, SqliteVoteStore
+
+    components = Components(settings, load_catalog(settings))
+    database = SqliteDatabase(settings.resolved_data_dir() / "cloudvote.db")
+    components.closers.append(database.close)
+    queue = SqliteVoteQueue(database)
+    queue.release_claims()
+    store = SqliteVoteStore(database)
+    source: VoteSource = queue
+    components.queue = queue
+    components.store = store
+    components.caster = VoteCaster(components.catalog, queue)
+    components.results = ResultsView(components.catalog, store)
+    components.drainer = VoteDrainer(
+        components.catalog,
+        source,
+        store,
+        _drain_settings(settings),
+        observers=[PrometheusDrainObserver()],
+    )
+    components.readiness["sqlite"] = store.ping
+    return components

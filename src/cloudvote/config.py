@@ -1,0 +1,136 @@
+"""Every setting that differs between deployments, read from the environment in one place.
+
+12-factor: the same image runs in dev, test and prod, and only the environment changes.
+Secrets come from files (`*_PASSWORD_FILE`) where Docker or Kubernetes mounts them, so
+they never appear in `docker inspect`, `kubectl describe` or the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+class MissingSetting(RuntimeError):
+    """A required setting is absent; the message names the variable to set."""
+
+    def __init__(self, variable: str, purpose: str) -> None:
+        super().__init__(f"{variable} must be set: {purpose}")
+        self.variable = variable
+
+
+class InvalidSetting(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 5000
+    redis_url: str = ""
+    redis_password: str = ""
+    database_url: str = ""
+    database_password: str = ""
+    polls_file: str = ""
+    option_a: str = "Cats"
+    option_b: str = "Dogs"
+    data_dir: str = ""
+    web_concurrency: int = 2
+    log_level: str = "INFO"
+    stream: str = "votes"
+    consumer_group: str = "workers"
+    dead_letter_stream: str = "votes:dead"
+    batch_size: int = 2000
+    claim_idle_ms: int = 15_000
+    database_pool_size: int = 4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read the environment (or `env`); keyword overrides win over both."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, variable in _VARIABLES.items():
+            if variable in env and env[variable] != "":
+                values[name] = env[variable]
+        values["redis_password"] = _read_secret(env, "REDIS_PASSWORD") or values.get(
+            "redis_password", ""
+        )
+        values["database_password"] = _read_secret(env, "DATABASE_PASSWORD") or values.get(
+            "database_password", ""
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values))  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        coerced = _coerce({k: v for k, v in overrides.items() if v is not None})
+        return replace(self, **coerced)  # type: ignore[arg-type]
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise MissingSetting(
+                "REDIS_URL", "where the vote queue lives, e.g. redis://redis:6379/0"
+            )
+        return self.redis_url
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise MissingSetting(
+                "DATABASE_URL",
+                "where votes are stored, e.g. postgresql://cloudvote@postgres/cloudvote",
+            )
+        return self.database_url
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir:
+            return Path(self.data_dir)
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "cloudvote"
+
+
+# Field name -> environment variable. Passwords have no plain variable on purpose.
+_VARIABLES = {
+    "port": "PORT",
+    "redis_url": "REDIS_URL",
+    "database_url": "DATABASE_URL",
+    "polls_file": "CLOUDVOTE_POLLS_FILE",
+    "option_a": "OPTION_A",
+    "option_b": "OPTION_B",
+    "data_dir": "CLOUDVOTE_DATA_DIR",
+    "web_concurrency": "WEB_CONCURRENCY",
+    "log_level": "LOG_LEVEL",
+    "stream": "CLOUDVOTE_STREAM",
+    "consumer_group": "CLOUDVOTE_CONSUMER_GROUP",
+    "dead_letter_stream": "CLOUDVOTE_DEAD_LETTER_STREAM",
+    "batch_size": "WORKER_BATCH_SIZE",
+    "claim_idle_ms": "WORKER_CLAIM_IDLE_MS",
+    "database_pool_size": "DATABASE_POOL_SIZE",
+}
+
+
+def _read_secret(env: Mapping[str, str], name: str) -> str:
+    """Read `<name>_FILE` if set; a file named but unreadable is a startup error."""
+    path = env.get(f"{name}_FILE", "")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise InvalidSetting(f"{name}_FILE={path} cannot be read: {error.strerror}") from None
+
+
+def _coerce(values: dict[str, object]) -> dict[str, object]:
+    types = {field.name: field.type for field in fields(Settings)}
+    coerced: dict[str, object] = {}
+    for name, value in values.items():
+        if name not in types:
+            raise InvalidSetting(f"unknown setting {name!r}")
+        if types[name] in ("int", int) and not isinstance(value, int):
+            try:
+                coerced[name] = int(str(value))
+            except ValueError:
+                variable = _VARIABLES.get(name, name)
+                raise InvalidSetting(f"{variable} must be an integer, got {value!r}") from None
+        else:
+            coerced[name] = value
+    return coerced

@@ -1,0 +1,1 @@
+"""Entrypoints: turn HTTP requests, queue loops and command lines into use-case calls."""

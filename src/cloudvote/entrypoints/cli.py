@@ -1,0 +1,129 @@
+"""`cloudvote`: one command, one subcommand per shape and service.
+
+cloudvote dev       the monolith: vote + result + worker in one process, SQLite
+cloudvote vote      the vote service under gunicorn      (REDIS_URL)
+cloudvote result    the result service under gunicorn    (DATABASE_URL)
+cloudvote worker    the queue-to-store worker            (REDIS_URL, DATABASE_URL)
+cloudvote migrate   create or upgrade the PostgreSQL schema (DATABASE_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from cloudvote import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudvote", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"cloudvote {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run the monolith (no Docker, Redis or PostgreSQL)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, help="port (default $PORT or 5000)")
+    dev.add_argument(
+        "--data-dir", help="where the SQLite file lives (default ~/.local/share/cloudvote)"
+    )
+
+    for name, text in (
+        ("vote", "run the vote service"),
+        ("result", "run the result service"),
+        ("worker", "run the worker"),
+    ):
+        service = commands.add_parser(name, help=text)
+        service.add_argument(
+            "--port", type=int, help="port (default $PORT, else 5000; worker 8080)"
+        )
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for PostgreSQL to accept connections (default 60)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("vote", "result"):
+        # prometheus-client picks its storage when first imported, so this comes first:
+        # every gunicorn worker then writes metrics where /metrics can add them up.
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="cloudvote-metrics-")
+        )
+    from cloudvote.config import InvalidSetting, MissingSetting, Settings
+    from cloudvote.domain.polls import InvalidPollDefinition
+    from cloudvote.observability.logging import configure_logging
+
+    try:
+        settings = Settings.from_env()
+        if args.command == "worker" and args.port is None and "PORT" not in os.environ:
+            settings = settings.with_overrides(port=8080)
+        settings = settings.with_overrides(port=getattr(args, "port", None))
+        configure_logging(args.command, settings.log_level)
+        return _run(args, settings)
+    except (MissingSetting, InvalidSetting, InvalidPollDefinition) as error:
+        print(f"cloudvote {args.command}: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: object) -> int:
+    from cloudvote.bootstrap import load_catalog
+    from cloudvote.config import Settings
+
+    assert isinstance(settings, Settings)
+    load_catalog(settings)  # a broken polls file stops every service at start, not later
+    if args.command == "dev":
+        from cloudvote.entrypoints.monolith import run_monolith
+
+        return run_monolith(settings.with_overrides(data_dir=args.data_dir), host=args.host)
+    if args.command == "vote":
+        settings.require_redis_url()
+        return _serve("vote", settings)
+    if args.command == "result":
+        settings.require_database_url()
+        return _serve("result", settings)
+    if args.command == "worker":
+        settings.require_redis_url()
+        settings.require_database_url()
+        from cloudvote.entrypoints.worker import run_worker
+
+        return run_worker(settings)
+    if args.command == "migrate":
+        import logging
+
+        from cloudvote.adapters.postgres import conninfo_with_password, migrate
+
+        url = conninfo_with_password(settings.require_database_url(), settings.database_password)
+        applied = migrate(url, wait_seconds=args.wait)
+        logging.getLogger("cloudvote.migrate").info(
+            "migrate.done", extra={"applied": applied, "already_current": not applied}
+        )
+        return 0
+    raise AssertionError(args.command)
+
+
+def _serve(service: str, settings: object) -> int:
+    from cloudvote.config import Settings
+    from cloudvote.entrypoints.server import ServiceServer
+    from cloudvote.entrypoints.web.apps import create_result_app, create_vote_app
+
+    assert isinstance(settings, Settings)
+    factory = create_vote_app if service == "vote" else create_result_app
+    # result holds one thread per open SSE stream; vote requests are short.
+    threads = 4 if service == "vote" else 32
+    ServiceServer(factory, settings, service, threads).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Running a Flask app under gunicorn, configured from our settings.
+
+A programmatic gunicorn keeps one command per service (`cloudvote vote`) with the same
+flags and variables everywhere, instead of a gunicorn command line per Dockerfile.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from cloudvote.config import Settings
+
+# SIGTERM → stop accepting, finish in-flight requests, exit: all within 10 s, inside
+# Kubernetes' default 30 s grace period and Docker's default 10 s stop timeout.
+GRACEFUL_TIMEOUT_SECONDS = 8
+
+
+class ServiceServer(BaseApplication):  # type: ignore[misc]
+    def __init__(
+        self, factory: Callable[[Settings], Flask], settings: Settings, service: str, threads: int
+    ) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.options: dict[str, Any] = {
+            "bind": f"0.0.0.0:{settings.port}",
+            "workers": settings.web_concurrency,
+            # Threads let one process hold long-lived SSE streams and keep-alive clients.
+            "worker_class": "gthread",
+            "threads": threads,
+            "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+            "timeout": 30,
+            "keepalive": 5,
+            "accesslog": None,
+            # /tmp is the one writable path under a read-only root filesystem.
+            "worker_tmp_dir": "/tmp",  # noqa: S108
+            "logconfig_dict": _json_logging(service, settings.log_level),
+            "post_worker_init": _end_streams_on_sigterm,
+            "child_exit": _forget_dead_worker_metrics,
+            "proc_name": f"cloudvote-{service}",
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.factory(self.settings)
+
+
+def _json_logging(service: str, level: str) -> dict[str, Any]:
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "cloudvote.observability.logging.JsonFormatter", "service": service}
+        },
+        "handlers": {"stdout": handler},
+        "root": {"handlers": ["stdout"], "level": level.upper()},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def _end_streams_on_sigterm(worker: Any) -> None:
+    """Wrap gunicorn's SIGTERM handler so open SSE streams finish instead of holding
+    the worker until the graceful timeout."""
+    from cloudvote.entrypoints.web.observed import shutting_down
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        shutting_down.set()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle)
+
+
+def _forget_dead_worker_metrics(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

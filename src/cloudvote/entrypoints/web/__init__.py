@@ -1,0 +1,1 @@
+"""The Flask apps: vote, result, and both together for the monolith."""

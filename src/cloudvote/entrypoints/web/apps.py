@@ -1,0 +1,75 @@
+"""Application factories: one per service shape, all built from the same blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+
+from cloudvote.bootstrap import (
+    Components,
+    build_monolith,
+    build_result_service,
+    build_vote_service,
+)
+from cloudvote.config import Settings
+from cloudvote.domain.polls import PollCatalog, UnknownPoll
+from cloudvote.entrypoints.web.observed import error_response, install_common
+from cloudvote.entrypoints.web.result import result_blueprint
+from cloudvote.entrypoints.web.vote import vote_blueprint
+
+
+def create_vote_app(settings: Settings | None = None) -> Flask:
+    """The vote service: pages and API that put votes on the queue."""
+    components = build_vote_service(settings or Settings.from_env())
+    app = _base_app("vote", components)
+    assert components.caster is not None
+    app.register_blueprint(vote_blueprint(components.caster))
+    return app
+
+
+def create_result_app(settings: Settings | None = None) -> Flask:
+    """The result service: tallies from the store, as a page, JSON and a live stream."""
+    components = build_result_service(settings or Settings.from_env())
+    app = _base_app("result", components)
+    assert components.results is not None
+    app.register_blueprint(result_blueprint(components.results))
+    return app
+
+
+def create_monolith_app(
+    settings: Settings | None = None, components: Components | None = None
+) -> Flask:
+    """Vote and result on one port, over SQLite; the CLI runs the worker beside it."""
+    components = components or build_monolith(settings or Settings.from_env())
+    app = _base_app("monolith", components)
+    assert components.caster is not None and components.results is not None
+    app.register_blueprint(vote_blueprint(components.caster))
+    app.register_blueprint(result_blueprint(components.results))
+    return app
+
+
+def _base_app(service: str, components: Components) -> Flask:
+    app = Flask(__name__)
+    app.extensions["cloudvote"] = components
+    install_common(app, service, components.readiness)
+    catalog = components.catalog
+
+    @app.get("/api/polls")
+    def list_polls() -> Response:
+        return jsonify(polls=_describe(catalog))
+
+    @app.errorhandler(UnknownPoll)
+    def unknown_poll(error: UnknownPoll) -> Response:
+        return error_response(404, str(error))
+
+    return app
+
+
+def _describe(catalog: PollCatalog) -> list[dict[str, object]]:
+    return [
+        {
+            "id": poll.id,
+            "question": poll.question,
+            "options": [{"id": o.id, "label": o.label} for o in poll.options],
+        }
+        for poll in catalog
+    ]

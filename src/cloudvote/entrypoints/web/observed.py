@@ -1,0 +1,127 @@
+"""What every web service shares: health, readiness, metrics, tracing, errors, CSRF."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from cloudvote.observability.metrics import REQUEST_SECONDS, REQUESTS, render_metrics
+from cloudvote.observability.tracing import TraceContext
+
+log = logging.getLogger("cloudvote.web")
+
+# Set when the process is asked to stop; long-lived responses (SSE) end when they see it.
+shutting_down = threading.Event()
+
+# Bodies are a vote or a short form; anything larger is refused before it is read.
+MAX_BODY_BYTES = 4096
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def install_common(
+    app: Flask,
+    service: str,
+    readiness: Mapping[str, Callable[[], None]],
+    liveness: Callable[[], bool] = lambda: True,
+) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    @app.before_request
+    def start_request() -> Response | None:
+        g.started = time.perf_counter()
+        g.trace = TraceContext.continue_or_start(request.headers.get("traceparent"))
+        if request.method in _UNSAFE_METHODS and _is_cross_site():
+            return _error(403, "cross-site form posts are refused (CSRF protection)")
+        return None
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(service, endpoint, str(response.status_code)).inc()
+        started = g.get("started")
+        if started is not None:
+            REQUEST_SECONDS.labels(service, endpoint).observe(time.perf_counter() - started)
+        trace = g.get("trace")
+        if trace is not None:
+            response.headers["traceparent"] = trace.header
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        """Liveness: the process works. Never checks dependencies, so a database
+        outage does not make Kubernetes restart every healthy pod."""
+        if not liveness():
+            return jsonify(status="stuck", service=service), 503
+        return jsonify(status="ok", service=service), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        """Readiness: dependencies answer, so the pod may receive traffic."""
+        failures = {}
+        for name, check in readiness.items():
+            try:
+                check()
+            except Exception as error:
+                failures[name] = str(error)
+        if failures:
+            return jsonify(status="unavailable", service=service, failing=failures), 503
+        return jsonify(status="ready", service=service), 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        response = _error(error.code or 500, error.description or error.name)
+        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("http.unhandled", extra={"path": request.path})
+        return _error(500, "internal error; it has been logged")
+
+
+def _is_cross_site() -> bool:
+    """Browsers label cross-site requests; refusing those stops CSRF without a token.
+
+    Fetch metadata (`Sec-Fetch-Site`) is sent by every current browser; `Origin` covers
+    older ones. Non-browser clients send neither and are not CSRF vectors, so scripts
+    and example-voting-app style `curl -d vote=a` keep working.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    return urlsplit(origin).netloc != request.host
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _error(status: int, message: str) -> Response:
+    if wants_json():
+        response = jsonify(error=message, status=status)
+    else:
+        response = Response(f"{status} {message}\n", content_type="text/plain; charset=utf-8")
+    response.status_code = status
+    return response
+
+
+def error_response(status: int, message: str, **headers: str) -> Response:
+    response = _error(status, message)
+    response.headers.update(headers)
+    return response

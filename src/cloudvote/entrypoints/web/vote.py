@@ -1,0 +1,136 @@
+"""The vote service's routes: the ballot page, the form post and the JSON API."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TypeVar
+
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from cloudvote.application.voting import VoteCaster
+from cloudvote.domain.polls import Poll, PollCatalog, UnknownOption
+from cloudvote.domain.votes import is_valid_voter_id
+from cloudvote.entrypoints.web.observed import error_response
+from cloudvote.observability.metrics import VOTES_ACCEPTED, VOTES_REJECTED
+from cloudvote.ports.queue import QueueUnavailable
+
+log = logging.getLogger("cloudvote.vote")
+
+R = TypeVar("R", bound=BaseResponse)
+
+VOTER_COOKIE = "voter_id"
+_ONE_YEAR = 365 * 24 * 3600
+# How long a client should wait before retrying while the queue is down.
+RETRY_AFTER_SECONDS = "2"
+
+
+def vote_blueprint(caster: VoteCaster) -> Blueprint:
+    catalog = caster.catalog
+    bp = Blueprint("vote", __name__)
+
+    @bp.get("/")
+    def default_page() -> Response:
+        return _page(catalog, catalog.default)
+
+    @bp.post("/")
+    def default_form_vote() -> BaseResponse:
+        return _form_vote(caster, catalog.default.id, "/")
+
+    @bp.get("/polls/<poll_id>")
+    def poll_page(poll_id: str) -> Response:
+        return _page(catalog, catalog.require(poll_id))
+
+    @bp.post("/polls/<poll_id>")
+    def poll_form_vote(poll_id: str) -> BaseResponse:
+        return _form_vote(caster, poll_id, f"/polls/{poll_id}")
+
+    @bp.post("/api/polls/<poll_id>/votes")
+    def api_vote(poll_id: str) -> Response:
+        catalog.require(poll_id)  # 404 before body checks: the URL is wrong first
+        if not request.is_json:
+            return _rejected(400, "expected a JSON body with Content-Type: application/json")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _rejected(400, 'malformed JSON; expected {"option": "<option id>"}')
+        option = body.get("option")
+        if not isinstance(option, str) or not option:
+            return _rejected(400, 'missing "option"; expected {"option": "<option id>"}')
+        voter_id, is_new = _voter_id()
+        failure = _cast(caster, poll_id, option, voter_id)
+        if failure is not None:
+            return failure
+        response = jsonify(poll=poll_id, option=option, status="accepted")
+        response.status_code = 202
+        return _with_voter_cookie(response, voter_id, is_new)
+
+    return bp
+
+
+def _page(catalog: PollCatalog, poll: Poll) -> Response:
+    voter_id, is_new = _voter_id()
+    action = "/" if poll.id == catalog.default.id else f"/polls/{poll.id}"
+    html = render_template(
+        "vote.html",
+        poll=poll,
+        polls=list(catalog),
+        action=action,
+        chosen=request.cookies.get(f"voted_{poll.id}"),
+        results_url="/results" if poll.id == catalog.default.id else f"/results/{poll.id}",
+    )
+    response = Response(html, content_type="text/html; charset=utf-8")
+    return _with_voter_cookie(response, voter_id, is_new)
+
+
+def _form_vote(caster: VoteCaster, poll_id: str, back_to: str) -> BaseResponse:
+    caster.catalog.require(poll_id)
+    option = request.form.get("vote")
+    if not option:
+        return _rejected(400, "missing form field 'vote' (the option id)")
+    voter_id, is_new = _voter_id()
+    failure = _cast(caster, poll_id, option, voter_id)
+    if failure is not None:
+        return failure
+    # 303: the browser follows with a GET, so a reload does not post the vote again.
+    response = redirect(back_to, code=303)
+    response.set_cookie(f"voted_{poll_id}", option, max_age=_ONE_YEAR, samesite="Lax")
+    return _with_voter_cookie(response, voter_id, is_new)
+
+
+def _cast(caster: VoteCaster, poll_id: str, option: str, voter_id: str) -> Response | None:
+    try:
+        caster.cast(poll_id, option, voter_id, g.trace.trace_id)
+    except UnknownOption as error:
+        return _rejected(400, str(error), "unknown_option")
+    except QueueUnavailable as error:
+        VOTES_REJECTED.labels("queue_unavailable").inc()
+        log.warning("vote.queue_unavailable", extra={"error": str(error)})
+        return error_response(
+            503,
+            "the vote queue is unavailable; nothing was stored, retry shortly",
+            **{"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    VOTES_ACCEPTED.labels(poll_id).inc()
+    return None
+
+
+def _rejected(status: int, message: str, reason: str = "bad_request") -> Response:
+    VOTES_REJECTED.labels(reason).inc()
+    return error_response(status, message)
+
+
+def _voter_id() -> tuple[str, bool]:
+    """The voter is the cookie; a missing or forged value gets a fresh random id."""
+    current = request.cookies.get(VOTER_COOKIE, "")
+    if is_valid_voter_id(current):
+        return current, False
+    return secrets.token_hex(16), True  # 128 random bits
+
+
+def _with_voter_cookie(response: R, voter_id: str, is_new: bool) -> R:
+    if is_new:
+        response.set_cookie(
+            VOTER_COOKIE, voter_id, max_age=_ONE_YEAR, httponly=True, samesite="Lax"
+        )
+    return response

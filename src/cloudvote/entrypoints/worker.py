@@ -1,0 +1,86 @@
+"""The worker process: drain the queue, and serve health, metrics and stats on a side port."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from flask import Flask, Response, jsonify
+from werkzeug.serving import make_server
+
+from cloudvote.application.draining import VoteDrainer
+from cloudvote.bootstrap import Components, build_worker
+from cloudvote.config import Settings
+from cloudvote.entrypoints.web.observed import install_common
+from cloudvote.observability.metrics import QUEUE_DEPTH
+from cloudvote.ports.queue import QueueUnavailable
+
+log = logging.getLogger("cloudvote.worker")
+
+# The loop reports progress at least once per block timeout (1 s) or backoff (≤ 5 s);
+# this much silence means it is stuck, and the liveness probe should restart the pod.
+STUCK_AFTER_SECONDS = 60.0
+
+
+def create_worker_app(components: Components) -> Flask:
+    drainer = components.drainer
+    assert drainer is not None and components.queue is not None
+    queue = components.queue
+    app = Flask(__name__)
+    install_common(app, "worker", components.readiness, liveness=lambda: _loop_alive(drainer))
+
+    @app.before_request
+    def refresh_depth() -> None:
+        with contextlib.suppress(QueueUnavailable):
+            QUEUE_DEPTH.set(queue.depth())
+
+    @app.get("/stats")
+    def stats() -> Response:
+        """Internal counters as plain JSON: the Kubernetes adapter container turns them
+        into Prometheus text, showing the adapter pattern (POD-06)."""
+        body = dataclasses.asdict(drainer.stats)
+        body["seconds_since_progress"] = round(time.monotonic() - body.pop("last_progress"), 3)
+        try:
+            body["queue_depth"] = queue.depth()
+        except QueueUnavailable:
+            body["queue_depth"] = None
+        return jsonify(body)
+
+    return app
+
+
+def _loop_alive(drainer: VoteDrainer) -> bool:
+    return time.monotonic() - drainer.stats.last_progress < STUCK_AFTER_SECONDS
+
+
+def run_worker(settings: Settings, host: str = "0.0.0.0") -> int:  # noqa: S104 - in a container
+    components = build_worker(settings)
+    drainer = components.drainer
+    assert drainer is not None
+    server = make_server(host, settings.port, create_worker_app(components), threaded=True)
+    health_thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
+    health_thread.start()
+    stop_on_signals(drainer.stop_event)
+    log.info("worker.listening", extra={"port": settings.port})
+    try:
+        drainer.run()
+    finally:
+        server.shutdown()
+        components.close()
+    return 0
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM (docker stop, a pod deletion) ends the loop after the batch in hand."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("process.stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)

@@ -1,0 +1,33 @@
+"""The vote store: the worker writes votes, the result service reads tallies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from cloudvote.domain.votes import AcceptedVote
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or the write failed for a transient reason."""
+
+
+class VoteStore(Protocol):
+    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+        """Write the votes in one transaction and return how many changed a row.
+
+        `votes` holds at most one vote per (poll, voter), sorted by that key (see
+        `latest_per_voter`). A vote whose version is not newer than the stored one is
+        ignored, which makes replays and reordering harmless. Tallies change in the same
+        transaction. Raises StoreUnavailable for transient failures; any other exception
+        means the data itself was refused.
+        """
+        ...
+
+    def counts(self, poll_id: str) -> dict[str, int]:
+        """Votes per option for the poll, read from the kept tallies, not by scanning."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+        ...
