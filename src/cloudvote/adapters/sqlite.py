@@ -168,16 +168,23 @@ class SqliteVoteQueue:
         ]
 
     def acknowledge(self, message_ids: Sequence[str]) -> None:
-        with self.database.transaction() as conn:
-            conn.executemany("DELETE FROM queue WHERE id = ?", [(int(i),) for i in message_ids])
+        try:
+            with self.database.transaction() as conn:
+                conn.executemany("DELETE FROM queue WHERE id = ?", [(int(i),) for i in message_ids])
+        except sqlite3.OperationalError as error:
+            # Locked or disk full: the worker must back off and retry, not die.
+            raise QueueUnavailable(f"sqlite: {error}") from error
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        with self.database.transaction() as conn:
-            conn.execute(
-                "INSERT INTO dead_letters (original_id, fields, reason) VALUES (?, ?, ?)",
-                (delivery.message_id, json.dumps(delivery.fields), reason),
-            )
-            conn.execute("DELETE FROM queue WHERE id = ?", (int(delivery.message_id),))
+        try:
+            with self.database.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO dead_letters (original_id, fields, reason) VALUES (?, ?, ?)",
+                    (delivery.message_id, json.dumps(delivery.fields), reason),
+                )
+                conn.execute("DELETE FROM queue WHERE id = ?", (int(delivery.message_id),))
+        except sqlite3.OperationalError as error:
+            raise QueueUnavailable(f"sqlite: {error}") from error
 
     def depth(self) -> int:
         row = self.database.connection().execute("SELECT count(*) FROM queue").fetchone()
@@ -208,11 +215,15 @@ class SqliteVoteStore:
         return changed
 
     def counts(self, poll_id: str) -> dict[str, int]:
-        rows = (
-            self.database.connection()
-            .execute("SELECT option_id, count FROM tallies WHERE poll_id = ?", (poll_id,))
-            .fetchall()
-        )
+        try:
+            rows = (
+                self.database.connection()
+                .execute("SELECT option_id, count FROM tallies WHERE poll_id = ?", (poll_id,))
+                .fetchall()
+            )
+        except sqlite3.OperationalError as error:
+            # The result page then serves its last counts, marked stale, instead of a 500.
+            raise StoreUnavailable(f"sqlite: {error}") from error
         return {str(option): int(count) for option, count in rows}
 
     def ping(self) -> None:

@@ -36,7 +36,12 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "timeout": 30,
             "keepalive": 5,
+            # Per-request access lines would cost more CPU than the vote itself; the
+            # gateway (nginx, an Ingress) logs requests, and /metrics counts them.
             "accesslog": None,
+            # gunicorn's control socket lives under $HOME, which is read-only in our
+            # containers; nothing here uses it.
+            "control_socket_disable": True,
             # /tmp is the one writable path under a read-only root filesystem.
             "worker_tmp_dir": "/tmp",  # noqa: S108
             "logconfig_dict": _json_logging(service, settings.log_level),
@@ -66,7 +71,7 @@ def _json_logging(service: str, level: str) -> dict[str, Any]:
         "root": {"handlers": ["stdout"], "level": level.upper()},
         "loggers": {
             "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-            "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
 

@@ -7,8 +7,8 @@ as OpenTelemetry can still join these ids because the format is the standard one
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from dataclasses import dataclass
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -35,5 +35,13 @@ class TraceContext:
         if header:
             match = _TRACEPARENT.match(header.strip().lower())
             if match and match[1] != _INVALID_TRACE and match[2] != _INVALID_SPAN:
-                return cls(match[1], secrets.token_hex(8), match[3])
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+                return cls(match[1], _random_hex(64), match[3])
+        return cls(_random_hex(128), _random_hex(64))
+
+
+def _random_hex(bits: int) -> str:
+    """Trace ids must be unique, not secret: the fast PRNG is enough, as in OpenTelemetry."""
+    value = 0
+    while value == 0:  # all-zero ids are invalid in the spec
+        value = random.getrandbits(bits)
+    return f"{value:0{bits // 4}x}"

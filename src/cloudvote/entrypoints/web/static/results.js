@@ -5,7 +5,12 @@
   const chart = document.getElementById("chart");
   const status = document.getElementById("status");
 
-  function draw(results) {
+  // Set by the first stream event: from then on the stream is fresher than the initial fetch.
+  let streaming = false;
+
+  // `live` is true only for stream events: the page must not claim to be live while the
+  // stream has not delivered anything (a buffering proxy would hold it back for ever).
+  function draw(results, live) {
     if (results.unavailable) {
       status.textContent = "results store unavailable, retrying";
       return;
@@ -19,16 +24,23 @@
       label.textContent = String(count);
     }
     document.getElementById("total").textContent = String(total);
-    status.textContent = results.stale ? "stale: the store is down" : "live";
+    if (results.stale) {
+      status.textContent = "stale: the store is down";
+    } else if (live) {
+      status.textContent = "live";
+    }
   }
 
   // Draw once from the JSON API so the page is right even before the stream opens.
   fetch(chart.dataset.api, { headers: { Accept: "application/json" } })
     .then((response) => (response.ok ? response.json() : null))
-    .then((results) => results && draw(results))
+    .then((results) => results && !streaming && draw(results, false))
     .catch(() => {});
 
   const stream = new EventSource(chart.dataset.stream);
-  stream.addEventListener("results", (event) => draw(JSON.parse(event.data)));
+  stream.addEventListener("results", (event) => {
+    streaming = true;
+    draw(JSON.parse(event.data), true);
+  });
   stream.onerror = () => { status.textContent = "reconnecting…"; };
 })();

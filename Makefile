@@ -1,0 +1,55 @@
+# The two commands a new machine needs:  `make run`  and  `make test`.
+# Everything else here is a building block of those two or a developer convenience.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+# uv must use this machine's Python and trust the system CA store (TLS may be intercepted).
+export UV_PYTHON_DOWNLOADS := never
+export UV_SYSTEM_CERTS := 1
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: run test lint typecheck unit integration e2e browser bench deps test-deps clean
+
+## run: the monolith on http://localhost:5000 (SQLite in ./data; no Docker, Redis or PostgreSQL)
+run: deps
+	$(BIN)/cloudvote dev --port $${PORT:-5000} --data-dir $${CLOUDVOTE_DATA_DIR:-data}
+
+## test: lint, types, then every test tier against real Redis, PostgreSQL and Chromium
+test: deps test-deps lint typecheck
+	$(BIN)/python -m pytest
+
+unit: deps
+	$(BIN)/python -m pytest tests/unit
+
+integration: deps test-deps
+	$(BIN)/python -m pytest tests/integration
+
+e2e: deps test-deps
+	$(BIN)/python -m pytest tests/e2e
+
+lint: deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: deps
+	$(BIN)/mypy
+
+## bench: ingest, drain and freshness benchmarks; JSON and PNG land in bench/results/
+bench: deps test-deps
+	$(BIN)/python -m bench.run
+
+# The locked environment; `uv sync` is a no-op when nothing changed.
+deps: $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --quiet
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
+
+test-deps:
+	scripts/install-test-deps
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

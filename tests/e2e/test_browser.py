@@ -1,0 +1,289 @@
+"""The vote and result pages in a real headless browser, against a real monolith.
+
+Each test runs ``cloudvote dev`` as a subprocess, as a developer would, and clicks through
+the pages in Debian's Chromium: a click casts a vote, and the result chart redraws from the
+server-sent-events stream without reloading the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.support.browser import BrowserMissing, launch_chromium
+from tests.support.servers import HOST, free_port
+
+pytestmark = pytest.mark.browser
+
+# The console script installed next to the interpreter running the tests (the venv's).
+CLOUDVOTE = Path(sys.executable).with_name("cloudvote")
+# Settings from the developer's shell must not change the poll or point at other stores.
+_APP_VARIABLE = re.compile(r"^(PORT|OPTION_[AB]|CLOUDVOTE_.*|REDIS_.*|DATABASE_.*)$")
+START_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 10.0
+# Clicks, page loads and plain waits; generous, because CI machines are slow.
+ACTION_TIMEOUT_MS = 10_000
+# A vote must reach an open results page within this: queue, worker, store, stream, DOM.
+LIVE_UPDATE_MS = 5_000
+
+
+class MonolithFailed(RuntimeError):
+    """``cloudvote dev`` exited or never became ready; the message carries its log tail."""
+
+
+class Monolith:
+    """``cloudvote dev`` as a subprocess on a free loopback port, with its own data dir."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        if not os.access(CLOUDVOTE, os.X_OK):
+            raise MonolithFailed(f"{CLOUDVOTE} not found: run `uv sync` to install the package")
+        for _attempt in range(5):
+            self.port = free_port()
+            try:
+                self._launch_and_wait()
+            except MonolithFailed:
+                if "Address already in use" in self._log_tail():
+                    continue  # another process took the port first: pick a new one
+                raise
+            return
+        raise MonolithFailed(f"no free port after 5 attempts; log:\n{self._log_tail()}")
+
+    def _launch_and_wait(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not _APP_VARIABLE.match(k)}
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(CLOUDVOTE),
+                    "dev",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches pytest, which then stops it
+            )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while self._proc.poll() is None:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MonolithFailed(
+                    f"cloudvote dev not ready after {START_TIMEOUT_SECONDS}s; "
+                    f"log {self.log_path}:\n{self._log_tail()}"
+                )
+            time.sleep(0.1)
+        code = self._proc.returncode
+        self._proc = None
+        raise MonolithFailed(
+            f"cloudvote dev exited with {code} while starting; "
+            f"log {self.log_path}:\n{self._log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM, as Kubernetes would; SIGKILL if it outlives the 10 s grace period."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        try:
+            chromium = launch_chromium(playwright)
+        except BrowserMissing as exc:
+            # Fail, never skip: a skipped browser suite looks green and tests nothing.
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def monolith(tmp_path: Path) -> Iterator[Monolith]:
+    """A fresh monolith per test, so every test starts from zero votes."""
+    server = Monolith(tmp_path / "data", tmp_path / "monolith.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def new_visitor(browser: Browser, monolith: Monolith) -> Iterator[Callable[[], BrowserContext]]:
+    """Make browser contexts: each is a separate cookie jar, so a separate voter.
+
+    Depending on ``monolith`` closes the contexts (and their open event streams) before the
+    server stops.
+    """
+    contexts: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        context = browser.new_context(base_url=monolith.url)
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_visitor: Callable[[], BrowserContext]) -> Page:
+    return new_visitor().new_page()
+
+
+def click_vote(page: Page, option: str) -> None:
+    """Click an option on the open ballot and wait for the ballot the 303 leads back to."""
+    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+        page.click(f"#vote-{option}")
+    assert posted.value.status == 303, posted.value.status
+    expect(page.locator(f"#vote-{option}")).to_have_class(re.compile(r"\bchosen\b"))
+
+
+def expect_counts(page: Page, *, a: int, b: int) -> None:
+    """The chart shows these counts and proportional bars, waiting for the live update."""
+    total = a + b
+    for option, count in (("a", a), ("b", b)):
+        expect(page.locator(f"#count-{option}")).to_have_text(str(count), timeout=LIVE_UPDATE_MS)
+        # results.js writes toFixed(1); Chromium may serialize "50.0%" back as "50%".
+        percent = re.escape(f"{round(100 * count / total, 1) if total else 0:g}")
+        expect(page.locator(f"#bar-{option}")).to_have_attribute(
+            "style", re.compile(rf"width:\s*{percent}(\.0)?%"), timeout=LIVE_UPDATE_MS
+        )
+    expect(page.locator("#total")).to_have_text(str(total), timeout=LIVE_UPDATE_MS)
+
+
+def expect_bar_drawn(page: Page, option: str, fraction: float) -> None:
+    """The bar is really painted at this share of its track, not just styled (CSS works)."""
+    page.wait_for_function(
+        """([option, fraction]) => {
+            const bar = document.getElementById("bar-" + option);
+            const drawn = bar.getBoundingClientRect().width;
+            const track = bar.parentElement.getBoundingClientRect().width;
+            return track > 0 && Math.abs(drawn / track - fraction) < 0.005;
+        }""",
+        arg=[option, fraction],
+        timeout=LIVE_UPDATE_MS,
+    )
+
+
+def test_clicking_an_option_casts_a_vote_that_the_results_page_shows(
+    page: Page, monolith: Monolith, tmp_path: Path
+) -> None:
+    page.goto("/")
+    expect(page.locator("#voted")).to_have_count(0)
+
+    click_vote(page, "a")
+
+    expect(page).to_have_url(f"{monolith.url}/")
+    expect(page.locator("#voted")).to_contain_text("Your vote is in")
+    page.screenshot(path=tmp_path / "ballot.png", full_page=True)
+    page.goto("/results")
+    expect_counts(page, a=1, b=0)
+
+
+def test_results_chart_updates_live_without_a_reload(
+    new_visitor: Callable[[], BrowserContext], monolith: Monolith, tmp_path: Path
+) -> None:
+    results = new_visitor().new_page()
+    results.goto("/results")
+    expect(results.locator("#status")).to_have_text("live")  # the event stream is open
+    assert results.text_content("#count-a") == "0"
+    assert results.text_content("#count-b") == "0"
+    navigations: list[str] = []
+    results.on("framenavigated", lambda frame: navigations.append(frame.url))
+    results.evaluate("window.__marker = 42")
+
+    # A vote clicked in another browser (another voter) ...
+    ballot = new_visitor().new_page()
+    ballot.goto("/")
+    click_vote(ballot, "a")
+    expect_counts(results, a=1, b=0)
+    expect_bar_drawn(results, "a", 1.0)
+
+    # ... and one posted by a script, as example-voting-app's clients do.
+    posted = requests.post(f"{monolith.url}/", data={"vote": "b"}, allow_redirects=False, timeout=5)
+    assert posted.status_code == 303, posted.text
+    expect_counts(results, a=1, b=1)
+    expect_bar_drawn(results, "a", 0.5)
+    expect_bar_drawn(results, "b", 0.5)
+
+    assert results.evaluate("window.__marker") == 42, "the results page reloaded"
+    assert navigations == [], f"the results page navigated: {navigations}"
+    expect(results.locator("#status")).to_have_text("live")
+    screenshot = tmp_path / "results.png"
+    results.screenshot(path=screenshot, full_page=True)
+    assert screenshot.stat().st_size > 0
+
+
+def test_voting_again_moves_the_vote_to_the_new_option(page: Page, monolith: Monolith) -> None:
+    page.goto("/")
+    click_vote(page, "a")
+    results = page.context.new_page()  # same context: same voter cookie
+    results.goto("/results")
+    expect_counts(results, a=1, b=0)
+
+    click_vote(page, "b")
+
+    expect_counts(results, a=0, b=1)
+    api = requests.get(f"{monolith.url}/api/polls/default/results", timeout=5).json()
+    assert api["counts"] == {"a": 0, "b": 1}
+    assert api["total"] == 1
+
+
+def test_results_page_is_not_live_until_the_stream_delivers(page: Page, monolith: Monolith) -> None:
+    """A proxy that buffers the stream must not leave a page that claims to be live."""
+    posted = requests.post(f"{monolith.url}/", data={"vote": "a"}, allow_redirects=False, timeout=5)
+    assert posted.status_code == 303, posted.text
+    # Hold the stream request unanswered, as a buffering proxy would.
+    page.route("**/results/stream", lambda route: None)
+    page.goto("/results")
+
+    expect_counts(page, a=1, b=0)  # drawn from the JSON API alone
+    page.wait_for_timeout(1_000)  # a stream that was going to deliver would have by now
+    expect(page.locator("#status")).not_to_have_text("live")

@@ -1,0 +1,396 @@
+"""PostgresVoteStore and migrate() against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from cloudvote.adapters.postgres import (
+    PostgresVoteStore,
+    conninfo_with_password,
+    create_pool,
+    migrate,
+)
+from cloudvote.domain.votes import AcceptedVote, latest_per_voter
+from cloudvote.ports.store import StoreUnavailable
+from tests.support.servers import PostgresServer, free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = ["0001_votes_and_tallies.sql"]
+_database_names = (f"store_migrate_{n}" for n in range(1_000))
+
+
+@pytest.fixture(scope="module")
+def fresh_database(postgres_server: PostgresServer) -> Callable[[], str]:
+    """A new empty database per call; returns a conninfo with the password in it."""
+
+    def create() -> str:
+        url = postgres_server.new_database(next(_database_names))
+        return conninfo_with_password(url, postgres_server.password)
+
+    return create
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server: PostgresServer) -> str:
+    """This module's migrated database (url without password, as the services get it)."""
+    url = postgres_server.new_database("store_adapter")
+    migrate(conninfo_with_password(url, postgres_server.password))
+    return url
+
+
+@pytest.fixture(scope="module")
+def database(database_url: str, postgres_server: PostgresServer) -> str:
+    """The same database as a conninfo with the password, for looking at it directly."""
+    return conninfo_with_password(database_url, postgres_server.password)
+
+
+@pytest.fixture
+def pools(postgres_server: PostgresServer) -> Iterator[list[ConnectionPool]]:
+    opened: list[ConnectionPool] = []
+    yield opened
+    for pool in opened:
+        pool.close()
+
+
+@pytest.fixture
+def make_store(
+    database_url: str, postgres_server: PostgresServer, pools: list[ConnectionPool]
+) -> Callable[[], PostgresVoteStore]:
+    def make() -> PostgresVoteStore:
+        pool = create_pool(database_url, postgres_server.password, max_size=2)
+        pools.append(pool)
+        return PostgresVoteStore(pool)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[[], PostgresVoteStore]) -> PostgresVoteStore:
+    return make_store()
+
+
+@pytest.fixture
+def poll() -> str:
+    """A poll id of its own, so tests sharing the module database do not see each other."""
+    return f"poll-{secrets.token_hex(4)}"
+
+
+def vote(poll: str, voter: str, option: str, version: int, trace: str = "") -> AcceptedVote:
+    return AcceptedVote(poll, option, voter, version, trace)
+
+
+def query(conninfo: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def counted_from_votes(conninfo: str, poll: str) -> dict[str, int]:
+    rows = query(
+        conninfo,
+        "SELECT option_id, count(*) FROM votes WHERE poll_id = %s GROUP BY option_id",
+        poll,
+    )
+    return {str(option): int(str(count)) for option, count in rows}
+
+
+def stored_votes(conninfo: str, poll: str) -> dict[str, tuple[str, int]]:
+    rows = query(
+        conninfo, "SELECT voter_id, option_id, version FROM votes WHERE poll_id = %s", poll
+    )
+    return {str(voter): (str(option), int(str(version))) for voter, option, version in rows}
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {option: count for option, count in counts.items() if count}
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_once_and_then_applies_nothing(
+    fresh_database: Callable[[], str],
+) -> None:
+    conninfo = fresh_database()
+
+    assert migrate(conninfo) == MIGRATIONS
+    assert migrate(conninfo) == []
+    assert query(conninfo, "SELECT name FROM schema_migrations") == [(MIGRATIONS[0],)]
+    tables = query(
+        conninfo,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        " ORDER BY table_name",
+    )
+    assert tables == [("schema_migrations",), ("tallies",), ("votes",)]
+
+
+def test_migrate_is_safe_when_four_copies_run_at_once(
+    fresh_database: Callable[[], str],
+) -> None:
+    conninfo = fresh_database()
+    start = threading.Barrier(4)
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait(timeout=10)
+            applied.append(migrate(conninfo))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert sorted(applied) == [[], [], [], MIGRATIONS]
+    assert query(conninfo, "SELECT count(*) FROM schema_migrations") == [(1,)]
+
+
+def test_migrate_waits_for_a_server_that_is_not_up_yet_then_gives_up(
+    postgres_server: PostgresServer,
+) -> None:
+    unreachable = f"postgresql://cloudvote@127.0.0.1:{free_port()}/nowhere"
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        migrate(unreachable, wait_seconds=1.5)
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+# -- apply -----------------------------------------------------------------------------------
+
+
+def test_first_vote_is_inserted_and_counted(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    assert store.apply([vote(poll, "v1", "a", 10)]) == 1
+
+    assert stored_votes(database, poll) == {"v1": ("a", 10)}
+    assert store.counts(poll) == {"a": 1}
+
+
+def test_newer_version_replaces_the_vote_and_moves_the_count(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    store.apply([vote(poll, "v1", "a", 10), vote(poll, "v2", "a", 11)])
+
+    assert store.apply([vote(poll, "v1", "b", 20)]) == 1
+
+    assert stored_votes(database, poll) == {"v1": ("b", 20), "v2": ("a", 11)}
+    assert nonzero(store.counts(poll)) == {"a": 1, "b": 1}
+
+
+def test_older_or_replayed_version_changes_nothing(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    store.apply([vote(poll, "v1", "b", 20)])
+
+    assert store.apply([vote(poll, "v1", "a", 10)]) == 0  # arrived late
+    assert store.apply([vote(poll, "v1", "b", 20)]) == 0  # replayed after a crash
+    assert store.apply([vote(poll, "v1", "a", 20)]) == 0  # same version never wins
+
+    assert stored_votes(database, poll) == {"v1": ("b", 20)}
+    assert nonzero(store.counts(poll)) == {"b": 1}
+
+
+def test_revote_for_the_same_option_keeps_the_count(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    store.apply([vote(poll, "v1", "a", 1)])
+    assert store.apply([vote(poll, "v1", "a", 2)]) == 1
+
+    assert stored_votes(database, poll) == {"v1": ("a", 2)}
+    assert nonzero(store.counts(poll)) == {"a": 1}
+
+
+def test_empty_batch_is_a_no_op(store: PostgresVoteStore, poll: str) -> None:
+    assert store.apply([]) == 0
+    assert store.counts(poll) == {}
+
+
+def test_trace_id_is_stored_with_the_vote(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    store.apply([vote(poll, "v1", "a", 1, trace)])
+    assert query(database, "SELECT trace_id FROM votes WHERE poll_id = %s", poll) == [(trace,)]
+
+    newer_trace = secrets.token_hex(16)
+    store.apply([vote(poll, "v1", "b", 2, newer_trace)])
+    assert query(database, "SELECT trace_id FROM votes WHERE poll_id = %s", poll) == [
+        (newer_trace,)
+    ]
+
+
+def test_polls_are_counted_separately(
+    store: PostgresVoteStore, poll: str
+) -> None:
+    other = f"{poll}-other"
+    store.apply(latest_per_voter([vote(poll, "v1", "a", 1), vote(other, "v1", "b", 2)]))
+
+    assert store.counts(poll) == {"a": 1}
+    assert store.counts(other) == {"b": 1}
+
+
+def test_tallies_match_the_votes_after_many_random_batches_with_revotes_and_replays(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    rng = random.Random(20240601)
+    voters = [f"voter-{n}" for n in range(60)]
+    versions = iter(rng.sample(range(1, 10_000_000), 5_000))
+    expected: dict[str, tuple[str, int]] = {}
+    history: list[list[AcceptedVote]] = []
+
+    for _ in range(150):
+        if history and rng.random() < 0.25:
+            batch = rng.choice(history)  # a batch redelivered after a crash
+        else:
+            batch = latest_per_voter(
+                vote(poll, rng.choice(voters), rng.choice("abc"), next(versions))
+                for _ in range(rng.randint(1, 25))
+            )
+            history.append(batch)
+        store.apply(batch)
+        for v in batch:
+            if v.voter_id not in expected or expected[v.voter_id][1] < v.version:
+                expected[v.voter_id] = (v.option_id, v.version)
+
+    assert stored_votes(database, poll) == expected
+    exact = dict(Counter(option for option, _ in expected.values()))
+    assert counted_from_votes(database, poll) == exact
+    assert nonzero(store.counts(poll)) == exact
+
+
+def test_racing_workers_keep_each_voters_newest_vote_and_exact_tallies(
+    make_store: Callable[[], PostgresVoteStore], database: str, poll: str
+) -> None:
+    """Two workers apply conflicting batches for the same voters at the same time.
+
+    This is what a reclaimed batch racing its slow original owner looks like; the
+    statement-level tally triggers must neither double-count nor lose a change.
+    """
+    voters = [f"voter-{n:03d}" for n in range(40)]
+    rounds, racers = 60, 2
+    all_versions = random.Random(7).sample(range(1, 100_000_000), rounds * racers * len(voters))
+    plans: list[list[Sequence[AcceptedVote]]] = []
+    for racer in range(racers):
+        rng = random.Random(racer)
+        plan = []
+        for round_ in range(rounds):
+            offset = (racer * rounds + round_) * len(voters)
+            chosen = rng.sample(range(len(voters)), rng.randint(5, len(voters)))
+            plan.append(
+                latest_per_voter(
+                    vote(poll, voters[i], rng.choice("abcd"), all_versions[offset + i])
+                    for i in chosen
+                )
+            )
+        plans.append(plan)
+    stores = [make_store() for _ in range(racers)]
+    start = threading.Barrier(racers)
+    errors: list[BaseException] = []
+
+    def race(store: PostgresVoteStore, plan: list[Sequence[AcceptedVote]]) -> None:
+        try:
+            start.wait(timeout=10)
+            for batch in plan:
+                store.apply(batch)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=race, args=(s, p)) for s, p in zip(stores, plans, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    newest: dict[str, AcceptedVote] = {}
+    for plan in plans:
+        for batch in plan:
+            for v in batch:
+                if v.voter_id not in newest or newest[v.voter_id].version < v.version:
+                    newest[v.voter_id] = v
+    assert stored_votes(database, poll) == {
+        voter: (v.option_id, v.version) for voter, v in newest.items()
+    }
+    exact = dict(Counter(v.option_id for v in newest.values()))
+    assert counted_from_votes(database, poll) == exact
+    assert nonzero(stores[0].counts(poll)) == exact
+
+
+def test_a_batch_the_database_refuses_changes_nothing_and_is_not_unavailable(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    """The worker tells a refused message from an outage by this exception type."""
+    store.apply([vote(poll, "v1", "a", 1)])
+    poisoned = [vote(poll, "v1", "b", 2), vote(poll, "v2", "a", 3, trace="nul\x00byte")]
+
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - any type but StoreUnavailable
+        store.apply(poisoned)
+
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert stored_votes(database, poll) == {"v1": ("a", 1)}  # one transaction: all or nothing
+    assert store.apply([vote(poll, "v1", "b", 2)]) == 1  # and the pool is still usable
+
+
+# -- outages ---------------------------------------------------------------------------------
+
+
+def test_store_is_unavailable_while_postgres_is_down_and_recovers_after_restart(
+    postgres_server: PostgresServer, store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    store.apply([vote(poll, "v1", "a", 1)])
+    postgres_server.stop()
+    try:
+        for attempt in (
+            lambda: store.apply([vote(poll, "v2", "b", 2)]),
+            lambda: store.counts(poll),
+            store.ping,
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                attempt()
+            assert time.monotonic() - started < 10
+    finally:
+        postgres_server.start()
+
+    # The pool replaces the connections the restart broke; no new pool is needed.
+    wait_until(store.ping, lambda _: True, timeout=15, what="the pool reconnecting")
+    assert store.apply([vote(poll, "v2", "b", 2)]) == 1
+    assert nonzero(store.counts(poll)) == {"a": 1, "b": 1}
+
+
+def test_a_pool_created_while_postgres_is_down_works_once_it_is_up(
+    postgres_server: PostgresServer, database_url: str, pools: list[ConnectionPool], poll: str
+) -> None:
+    """A worker pod may start before its database: the process must not need a restart."""
+    postgres_server.stop()
+    try:
+        pool = create_pool(database_url, postgres_server.password, max_size=2)
+        pools.append(pool)
+        late_store = PostgresVoteStore(pool, checkout_timeout=1.0)
+        with pytest.raises(StoreUnavailable):
+            late_store.ping()
+    finally:
+        postgres_server.start()
+
+    wait_until(late_store.ping, lambda _: True, timeout=20, what="the pool connecting")
+    assert late_store.apply([vote(poll, "v1", "a", 1)]) == 1
