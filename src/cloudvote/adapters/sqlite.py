@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from cloudvote.domain.votes import AcceptedVote, Ballot
@@ -108,6 +109,8 @@ class SqliteVoteQueue:
     def __init__(self, database: SqliteDatabase) -> None:
         self.database = database
         self._arrived = threading.Condition()
+        # Counts enqueues, so a waiter can tell whether one happened since it last looked.
+        self._enqueued = 0
 
     def enqueue(self, ballot: Ballot) -> str:
         try:
@@ -120,6 +123,7 @@ class SqliteVoteQueue:
         except sqlite3.OperationalError as error:
             raise QueueUnavailable(f"sqlite: {error}") from error
         with self._arrived:
+            self._enqueued += 1
             self._arrived.notify_all()
         return message_id
 
@@ -131,12 +135,18 @@ class SqliteVoteQueue:
     def receive(self, max_count: int, block_ms: int) -> list[Delivery]:
         deadline = time.monotonic() + block_ms / 1000
         while True:
+            with self._arrived:
+                seen = self._enqueued
             deliveries = self._claim("claimed_at IS NULL", (), max_count)
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
             with self._arrived:
-                self._arrived.wait(remaining)
+                # Returns at once if a vote arrived after `seen`: no wake-up is missed.
+                self._arrived.wait_for(partial(self._enqueued_since, seen), remaining)
+
+    def _enqueued_since(self, seen: int) -> bool:
+        return self._enqueued != seen
 
     def claim_stale_votes(self, min_idle_ms: int, max_count: int) -> list[Delivery]:
         cutoff = time.time() - min_idle_ms / 1000

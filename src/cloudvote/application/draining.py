@@ -181,7 +181,7 @@ class VoteDrainer:
                 changed += self.store.apply([vote])
             except StoreUnavailable:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any refusal of the data is final
                 for delivery in by_key.get(vote.key, []):
                     self._dead_letter(delivery, f"store refused the vote: {error}")
         return changed

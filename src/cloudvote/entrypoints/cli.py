@@ -54,12 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("vote", "result"):
+    if args.command in ("vote", "result") and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # prometheus-client picks its storage when first imported, so this comes first:
-        # every gunicorn worker then writes metrics where /metrics can add them up.
-        os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="cloudvote-metrics-")
-        )
+        # every server process then writes metrics where /metrics can add them up. The
+        # server removes the directory when it exits (see ServiceServer).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cloudvote-metrics-")
+        os.environ["CLOUDVOTE_OWNS_METRICS_DIR"] = "1"
     from cloudvote.config import InvalidSetting, MissingSetting, Settings
     from cloudvote.domain.polls import InvalidPollDefinition
     from cloudvote.observability.logging import configure_logging

@@ -21,10 +21,10 @@ def run_monolith(settings: Settings, host: str = "127.0.0.1") -> int:
     components = build_monolith(settings)
     drainer = components.drainer
     assert drainer is not None
-    app = create_monolith_app(components=components)
+    worker = threading.Thread(target=drainer.run, name="worker")
+    app = create_monolith_app(components=components, liveness=worker.is_alive)
     # A threaded server: one slow client or open results stream must not block votes.
     server = make_server(host, settings.port, app, threaded=True)
-    worker = threading.Thread(target=drainer.run, name="worker")
     worker.start()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

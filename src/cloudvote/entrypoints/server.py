@@ -6,6 +6,8 @@ flags and variables everywhere, instead of a gunicorn command line per Dockerfil
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -47,6 +49,7 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": _json_logging(service, settings.log_level),
             "post_worker_init": _end_streams_on_sigterm,
             "child_exit": _forget_dead_worker_metrics,
+            "on_exit": _remove_metrics_dir,
             "proc_name": f"cloudvote-{service}",
         }
         super().__init__()
@@ -89,6 +92,13 @@ def _end_streams_on_sigterm(worker: Any) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, handle)
+
+
+def _remove_metrics_dir(server: Any) -> None:
+    """Runs in the master only, after every worker has gone."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.environ.get("CLOUDVOTE_OWNS_METRICS_DIR") == "1":
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _forget_dead_worker_metrics(server: Any, worker: Any) -> None:

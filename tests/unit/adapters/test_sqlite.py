@@ -82,7 +82,12 @@ def test_enqueued_ballots_are_received_in_order_with_their_fields_and_version(
     assert [d.message_id for d in deliveries] == [first, second]
     assert [d.version for d in deliveries] == [int(first), int(second)]
     assert deliveries[0].version < deliveries[1].version
-    assert deliveries[0].fields == {"poll": "default", "option": "a", "voter": voter(1), "trace": "t1"}
+    assert deliveries[0].fields == {
+        "poll": "default",
+        "option": "a",
+        "voter": voter(1),
+        "trace": "t1",
+    }
     assert deliveries[1].fields["poll"] == "lunch"
 
 
@@ -305,9 +310,7 @@ def test_a_revote_with_a_newer_version_moves_the_voters_count(store: SqliteVoteS
     assert store.counts("default") == {"a": 0, "b": 1}
 
 
-def test_a_replayed_or_older_vote_changes_nothing(
-    store: SqliteVoteStore, db_path: Path
-) -> None:
+def test_a_replayed_or_older_vote_changes_nothing(store: SqliteVoteStore, db_path: Path) -> None:
     store.apply([AcceptedVote("default", "b", voter(1), 5, "trace-5")])
 
     replay = store.apply([AcceptedVote("default", "b", voter(1), 5, "trace-5")])

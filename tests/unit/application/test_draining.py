@@ -224,9 +224,7 @@ def test_run_retries_while_the_queue_is_down_and_drains_when_it_returns(
     assert store.counts("default") == {"a": 1}
 
 
-def test_drain_once_reports_a_queue_outage(
-    queue: InMemoryVoteQueue, drainer: VoteDrainer
-) -> None:
+def test_drain_once_reports_a_queue_outage(queue: InMemoryVoteQueue, drainer: VoteDrainer) -> None:
     queue.available = False
 
     with pytest.raises(QueueUnavailable):

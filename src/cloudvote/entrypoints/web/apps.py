@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask, Response, jsonify
 
 from cloudvote.bootstrap import (
@@ -36,21 +38,29 @@ def create_result_app(settings: Settings | None = None) -> Flask:
 
 
 def create_monolith_app(
-    settings: Settings | None = None, components: Components | None = None
+    settings: Settings | None = None,
+    components: Components | None = None,
+    liveness: Callable[[], bool] = lambda: True,
 ) -> Flask:
-    """Vote and result on one port, over SQLite; the CLI runs the worker beside it."""
+    """Vote and result on one port, over SQLite; the CLI runs the worker beside it.
+
+    `liveness` lets the caller report the worker thread: if it has died, /healthz fails
+    so that a supervisor restarts the process instead of leaving votes undrained.
+    """
     components = components or build_monolith(settings or Settings.from_env())
-    app = _base_app("monolith", components)
+    app = _base_app("monolith", components, liveness)
     assert components.caster is not None and components.results is not None
     app.register_blueprint(vote_blueprint(components.caster))
     app.register_blueprint(result_blueprint(components.results))
     return app
 
 
-def _base_app(service: str, components: Components) -> Flask:
+def _base_app(
+    service: str, components: Components, liveness: Callable[[], bool] = lambda: True
+) -> Flask:
     app = Flask(__name__)
     app.extensions["cloudvote"] = components
-    install_common(app, service, components.readiness)
+    install_common(app, service, components.readiness, liveness)
     catalog = components.catalog
 
     @app.get("/api/polls")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -39,6 +40,8 @@ def install_common(
         g.trace = TraceContext.continue_or_start(request.headers.get("traceparent"))
         if request.method in _UNSAFE_METHODS and _is_cross_site():
             return _error(403, "cross-site form posts are refused (CSRF protection)")
+        if request.method in _UNSAFE_METHODS and not _buffer_unsized_body():
+            return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
         return None
 
     @app.after_request
@@ -68,7 +71,7 @@ def install_common(
         for name, check in readiness.items():
             try:
                 check()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure means not ready
                 failures[name] = str(error)
         if failures:
             return jsonify(status="unavailable", service=service, failing=failures), 503
@@ -106,6 +109,28 @@ def _is_cross_site() -> bool:
     if origin is None or origin == "null":
         return origin == "null"
     return urlsplit(origin).netloc != request.host
+
+
+def _buffer_unsized_body() -> bool:
+    """Read a chunked body up to the limit; False when it is larger.
+
+    Werkzeug checks MAX_CONTENT_LENGTH against Content-Length only. A chunked body has
+    none, and its stream then stops silently at the limit, so a truncated form would still
+    be accepted. Read it here, bounded, and hand Flask the buffered copy.
+    """
+    environ = request.environ
+    if "CONTENT_LENGTH" in environ or "wsgi.input_terminated" not in environ:
+        return True  # sized bodies are checked by werkzeug; others are not read at all
+    stream = environ["wsgi.input"]
+    body = bytearray()
+    while len(body) <= MAX_BODY_BYTES:
+        chunk = stream.read(MAX_BODY_BYTES + 1 - len(body))
+        if not chunk:
+            environ["wsgi.input"] = io.BytesIO(bytes(body))
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return True
+        body += chunk
+    return False
 
 
 def wants_json() -> bool:

@@ -1,0 +1,762 @@
+"""The Flask apps through the test client, over the in-memory queue and store.
+
+The app is built like `create_monolith_app` builds it, but from hand-made Components, so
+every outage is a switch on a fake. Each bad input checks that nothing was queued, and the
+fixture fails any test whose app answered a 500.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from flask import Flask, Response
+from flask.testing import FlaskClient
+from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
+
+from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
+from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.application.results import ResultsView
+from cloudvote.application.voting import VoteCaster
+from cloudvote.bootstrap import Components
+from cloudvote.config import Settings
+from cloudvote.domain.polls import Option, Poll, PollCatalog
+from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
+from cloudvote.entrypoints.web.vote import vote_blueprint
+
+CATALOG = PollCatalog(
+    [
+        *PollCatalog.default_catalog(),
+        Poll("lunch", "What for lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
+    ]
+)
+VOTER = "0123456789abcdef0123456789abcdef"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+@dataclass
+class Harness:
+    app: Flask
+    client: FlaskClient
+    queue: InMemoryVoteQueue
+    store: InMemoryVoteStore
+    statuses: list[int] = field(default_factory=list)
+
+    def drain(self) -> None:
+        """Run the worker's logic once, as the monolith's background thread would."""
+        settings = DrainSettings(block_ms=0, claim_every_s=3600)
+        VoteDrainer(CATALOG, self.queue, self.store, settings).drain_once()
+
+    def results(self, poll: str = "default") -> dict[str, object]:
+        response = self.client.get(f"/api/polls/{poll}/results")
+        assert response.status_code == 200
+        body: dict[str, object] = response.get_json()
+        return body
+
+
+def _components(queue: InMemoryVoteQueue, store: InMemoryVoteStore) -> Components:
+    return Components(
+        settings=Settings(),
+        catalog=CATALOG,
+        caster=VoteCaster(CATALOG, queue),
+        results=ResultsView(CATALOG, store),
+        queue=queue,
+        store=store,
+        readiness={"queue": queue.ping, "store": store.ping},
+    )
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    queue, store = InMemoryVoteQueue(), InMemoryVoteStore()
+    app = create_monolith_app(components=_components(queue, store))
+    h = Harness(app, app.test_client(), queue, store)
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        h.statuses.append(response.status_code)
+        return response
+
+    yield h
+    assert 500 not in h.statuses, "the app answered 500"
+
+
+@pytest.fixture
+def client(harness: Harness) -> FlaskClient:
+    return harness.client
+
+
+def _set_cookies(response: TestResponse, name: str) -> list[str]:
+    return [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{name}=")]
+
+
+# -- voting: happy paths -----------------------------------------------------------------
+
+
+def test_form_vote_on_the_default_poll_answers_303_to_the_page_and_is_queued(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/", data={"vote": "a"})
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert harness.queue.depth() == 1
+    harness.drain()
+    assert harness.results() == {"poll": "default", "counts": {"a": 1, "b": 0}, "total": 1}
+
+
+def test_a_new_voter_gets_a_random_128_bit_http_only_same_site_lax_cookie(
+    client: FlaskClient,
+) -> None:
+    response = client.post("/", data={"vote": "a"})
+
+    [cookie] = _set_cookies(response, "voter_id")
+    value = cookie.split(";", 1)[0].removeprefix("voter_id=")
+    assert re.fullmatch(r"[0-9a-f]{32}", value)
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "httponly" in attributes
+    assert "samesite=lax" in attributes
+
+
+def test_two_new_voters_get_different_ids(harness: Harness) -> None:
+    first = harness.app.test_client().post("/", data={"vote": "a"})
+    second = harness.app.test_client().post("/", data={"vote": "a"})
+
+    assert _set_cookies(first, "voter_id") != _set_cookies(second, "voter_id")
+    harness.drain()
+    assert harness.results()["total"] == 2
+
+
+def test_a_returning_voter_keeps_the_cookie_and_is_not_given_a_new_one(
+    client: FlaskClient,
+) -> None:
+    client.set_cookie("voter_id", VOTER)
+
+    response = client.post("/", data={"vote": "a"})
+
+    assert response.status_code == 303
+    assert _set_cookies(response, "voter_id") == []
+
+
+def test_a_forged_voter_cookie_is_replaced_by_a_fresh_id(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.set_cookie("voter_id", "admin")
+
+    response = client.post("/", data={"vote": "a"})
+
+    [cookie] = _set_cookies(response, "voter_id")
+    assert "voter_id=admin" not in cookie
+    [delivery] = harness.queue.receive(10, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", delivery.fields["voter"])
+
+
+def test_a_revote_with_the_same_cookie_replaces_the_previous_vote_in_the_tallies(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.post("/", data={"vote": "a"})
+    harness.drain()
+    assert harness.results()["counts"] == {"a": 1, "b": 0}
+
+    client.post("/", data={"vote": "b"})
+    harness.drain()
+
+    assert harness.results() == {"poll": "default", "counts": {"a": 0, "b": 1}, "total": 1}
+
+
+def test_form_vote_on_a_named_poll_redirects_back_to_that_poll(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/polls/lunch", data={"vote": "salad"})
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/polls/lunch"
+    harness.drain()
+    assert harness.results("lunch")["counts"] == {"pizza": 0, "salad": 1}
+
+
+def test_the_page_remembers_the_choice_after_the_redirect(client: FlaskClient) -> None:
+    client.post("/", data={"vote": "b"})
+
+    page = client.get("/")
+
+    assert page.status_code == 200
+    assert 'id="voted"' in page.get_data(as_text=True)
+
+
+def test_json_vote_answers_202_with_exactly_poll_option_and_status(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/api/polls/lunch/votes", json={"option": "pizza"})
+
+    assert response.status_code == 202
+    assert response.get_json() == {"poll": "lunch", "option": "pizza", "status": "accepted"}
+    assert len(_set_cookies(response, "voter_id")) == 1
+    harness.drain()
+    assert harness.results("lunch")["counts"] == {"pizza": 1, "salad": 0}
+
+
+def test_json_revote_by_the_same_voter_replaces_the_vote(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.post("/api/polls/default/votes", json={"option": "a"})
+    client.post("/api/polls/default/votes", json={"option": "b"})
+    harness.drain()
+
+    assert harness.results()["counts"] == {"a": 0, "b": 1}
+
+
+def test_the_vote_page_shows_every_option_and_sets_the_voter_cookie(client: FlaskClient) -> None:
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    page = response.get_data(as_text=True)
+    assert 'value="a"' in page
+    assert "Cats" in page
+    assert "Dogs" in page
+    assert len(_set_cookies(response, "voter_id")) == 1
+
+
+def test_a_named_poll_has_its_own_vote_page(client: FlaskClient) -> None:
+    response = client.get("/polls/lunch")
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "What for lunch?" in page
+    assert 'action="/polls/lunch"' in page
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+def test_the_polls_api_lists_every_poll_with_its_options(client: FlaskClient) -> None:
+    response = client.get("/api/polls")
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "polls": [
+            {
+                "id": "default",
+                "question": "Cats or Dogs?",
+                "options": [{"id": "a", "label": "Cats"}, {"id": "b", "label": "Dogs"}],
+            },
+            {
+                "id": "lunch",
+                "question": "What for lunch?",
+                "options": [{"id": "pizza", "label": "Pizza"}, {"id": "salad", "label": "Salad"}],
+            },
+        ]
+    }
+
+
+def test_results_api_has_exactly_poll_counts_and_total_with_zeros(client: FlaskClient) -> None:
+    response = client.get("/api/polls/default/results")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body == {"poll": "default", "counts": {"a": 0, "b": 0}, "total": 0}
+    assert list(body) == ["poll", "counts", "total"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(("path", "poll"), [("/results", "default"), ("/results/lunch", "lunch")])
+def test_results_pages_point_the_chart_at_their_poll(
+    client: FlaskClient, path: str, poll: str
+) -> None:
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    assert f"/api/polls/{poll}/results/stream" in response.get_data(as_text=True)
+
+
+@pytest.mark.timeout(20)
+def test_the_results_stream_sends_the_current_counts_first(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.post("/", data={"vote": "b"})
+    harness.drain()
+
+    response = client.get("/api/polls/default/results/stream", buffered=False)
+    try:
+        assert response.status_code == 200
+        assert response.mimetype == "text/event-stream"
+        assert response.headers["Cache-Control"] == "no-store"
+        received = b""
+        for chunk in response.iter_encoded():
+            received += chunk
+            if b"event: results" in received and received.endswith(b"\n\n"):
+                break
+            assert len(received) < 4096, "no results event in the first 4 KiB"
+    finally:
+        response.close()
+
+    text = received.decode()
+    assert text.startswith("retry: ")
+    data_line = next(line for line in text.splitlines() if line.startswith("data: "))
+    assert json.loads(data_line.removeprefix("data: ")) == {
+        "poll": "default",
+        "counts": {"a": 0, "b": 1},
+        "total": 1,
+    }
+
+
+# -- every bad input: clear message, nothing queued, no 500 -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/polls/nope"),
+        ("POST", "/polls/nope"),
+        ("POST", "/api/polls/nope/votes"),
+        ("GET", "/results/nope"),
+        ("GET", "/api/polls/nope/results"),
+        ("GET", "/api/polls/nope/results/stream"),
+    ],
+)
+def test_an_unknown_poll_is_404_and_nothing_is_queued(
+    harness: Harness, client: FlaskClient, method: str, path: str
+) -> None:
+    response = client.open(path, method=method, data={"vote": "a"})
+
+    assert response.status_code == 404
+    assert "unknown poll 'nope'" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
+
+
+def test_an_unknown_poll_in_the_json_api_is_404_even_with_a_good_body(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/api/polls/nope/votes", json={"option": "a"})
+
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "unknown poll 'nope'", "status": 404}
+    assert harness.queue.depth() == 0
+
+
+def test_an_unknown_option_in_the_form_is_400_naming_the_valid_options(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/", data={"vote": "c"})
+
+    assert response.status_code == 400
+    assert "valid options: a, b" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
+
+
+def test_an_unknown_option_in_the_api_is_400_naming_the_valid_options(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/api/polls/lunch/votes", json={"option": "soup"})
+
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["status"] == 400
+    assert "valid options: pizza, salad" in body["error"]
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "{",
+        "not json",
+        "[]",
+        '"a"',
+        "null",
+        "{}",
+        '{"option": ""}',
+        '{"option": 1}',
+        '{"option": null}',
+        '{"option": ["a"]}',
+        '{"choice": "a"}',
+    ],
+)
+def test_a_missing_or_malformed_json_body_is_400(
+    harness: Harness, client: FlaskClient, body: str
+) -> None:
+    response = client.post("/api/polls/default/votes", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert '"option"' in response.get_json()["error"]
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ('{"option": "a"}', "text/plain"),
+        ("option=a", "application/x-www-form-urlencoded"),
+        ('{"option": "a"}', None),
+    ],
+)
+def test_a_vote_api_body_that_is_not_declared_json_is_400(
+    harness: Harness, client: FlaskClient, data: str, content_type: str | None
+) -> None:
+    response = client.post("/api/polls/default/votes", data=data, content_type=content_type)
+
+    assert response.status_code == 400
+    assert "application/json" in response.get_json()["error"]
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"vote": ""}, {"choice": "a"}], ids=["no-field", "empty", "other-field"]
+)
+@pytest.mark.parametrize("path", ["/", "/polls/lunch"])
+def test_a_form_post_without_the_vote_field_is_400(
+    harness: Harness, client: FlaskClient, path: str, data: dict[str, str]
+) -> None:
+    response = client.post(path, data=data)
+
+    assert response.status_code == 400
+    assert "missing form field 'vote'" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
+
+
+def test_a_form_post_with_a_json_body_is_400(harness: Harness, client: FlaskClient) -> None:
+    response = client.post("/", json={"vote": "a"})
+
+    assert response.status_code == 400
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "content_type"),
+    [
+        ("/", "vote=a&pad=" + "x" * 4100, "application/x-www-form-urlencoded"),
+        ("/polls/lunch", "vote=pizza&pad=" + "x" * 4100, "application/x-www-form-urlencoded"),
+        (
+            "/api/polls/default/votes",
+            json.dumps({"option": "a", "pad": "x" * 4100}),
+            "application/json",
+        ),
+    ],
+)
+def test_a_body_over_4_kib_is_413(
+    harness: Harness, client: FlaskClient, path: str, data: str, content_type: str
+) -> None:
+    response = client.post(path, data=data, content_type=content_type)
+
+    assert response.status_code == 413
+    assert harness.queue.depth() == 0
+
+
+def _post_chunked(app: Flask, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    """POST a body without Content-Length, as gunicorn and werkzeug hand a chunked one on:
+    a stream the server ends at the body's end (wsgi.input_terminated)."""
+    builder = EnvironBuilder(
+        path=path, method="POST", content_type=content_type, input_stream=io.BytesIO(body)
+    )
+    try:
+        environ = builder.get_environ()
+        del environ["CONTENT_LENGTH"]
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        environ["wsgi.input_terminated"] = True
+        app_iter, status, _headers = run_wsgi_app(app, environ, buffered=True)
+    finally:
+        builder.close()
+    return int(status.split()[0]), b"".join(app_iter)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status"),
+    [
+        ("/", b"vote=a", "application/x-www-form-urlencoded", 303),
+        ("/api/polls/default/votes", b'{"option": "a"}', "application/json", 202),
+    ],
+)
+def test_a_small_chunked_body_without_content_length_is_accepted(
+    harness: Harness, path: str, body: bytes, content_type: str, status: int
+) -> None:
+    answered, _ = _post_chunked(harness.app, path, body, content_type)
+
+    assert answered == status
+    assert harness.queue.depth() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/", b"vote=a&pad=" + b"x" * 5000, "application/x-www-form-urlencoded"),
+        (
+            "/api/polls/default/votes",
+            json.dumps({"option": "a", "pad": "x" * 5000}).encode(),
+            "application/json",
+        ),
+    ],
+    ids=["form", "json"],
+)
+def test_a_chunked_body_over_4_kib_is_413_and_nothing_is_queued(
+    harness: Harness, path: str, body: bytes, content_type: str
+) -> None:
+    answered, _ = _post_chunked(harness.app, path, body, content_type)
+
+    assert (answered, harness.queue.depth()) == (413, 0)
+
+
+def test_a_body_just_under_4_kib_is_accepted(harness: Harness, client: FlaskClient) -> None:
+    data = "vote=a&pad=" + "x" * (4096 - len("vote=a&pad="))
+
+    response = client.post("/", data=data, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 303
+    assert harness.queue.depth() == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/", "POST"),
+        ("DELETE", "/polls/lunch", "POST"),
+        ("GET", "/api/polls/default/votes", "POST"),
+        ("PUT", "/api/polls/default/votes", "POST"),
+        ("POST", "/api/polls/default/results", "GET"),
+        ("POST", "/api/polls", "GET"),
+        ("POST", "/results", "GET"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_a_wrong_method_is_405_with_an_allow_header(
+    harness: Harness, client: FlaskClient, method: str, path: str, allowed: str
+) -> None:
+    response = client.open(path, method=method, data={"vote": "a"})
+
+    assert response.status_code == 405
+    assert allowed in response.headers["Allow"]
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        # Fetch metadata wins over a forged-looking same-origin Origin header.
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+    ],
+    ids=["fetch-cross-site", "fetch-same-site", "evil-origin", "null-origin", "fetch-wins"],
+)
+@pytest.mark.parametrize("path", ["/", "/polls/lunch"])
+def test_a_cross_site_form_post_is_refused_and_nothing_is_queued(
+    harness: Harness, client: FlaskClient, path: str, headers: dict[str, str]
+) -> None:
+    option = "a" if path == "/" else "pizza"
+
+    response = client.post(path, data={"vote": option}, headers=headers)
+
+    assert response.status_code == 403
+    assert "CSRF" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
+
+
+def test_a_cross_site_api_vote_is_refused(harness: Harness, client: FlaskClient) -> None:
+    response = client.post(
+        "/api/polls/default/votes", json={"option": "a"}, headers={"Origin": "http://evil.example"}
+    )
+
+    assert response.status_code == 403
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": "http://localhost"},
+        {},
+    ],
+    ids=["fetch-same-origin", "fetch-user-typed", "same-origin", "no-headers-like-curl"],
+)
+def test_a_same_origin_or_header_less_form_post_is_accepted(
+    harness: Harness, client: FlaskClient, headers: dict[str, str]
+) -> None:
+    response = client.post("/", data={"vote": "a"}, headers=headers)
+
+    assert response.status_code == 303
+    assert harness.queue.depth() == 1
+
+
+# -- outages -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs"),
+    [
+        ("/", {"data": {"vote": "a"}}),
+        ("/polls/lunch", {"data": {"vote": "pizza"}}),
+        ("/api/polls/default/votes", {"json": {"option": "a"}}),
+    ],
+)
+def test_queue_down_answers_503_with_retry_after_and_stores_nothing(
+    harness: Harness, client: FlaskClient, path: str, kwargs: dict[str, object]
+) -> None:
+    harness.queue.available = False
+
+    response = client.post(path, **kwargs)
+
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert "nothing was stored" in response.get_data(as_text=True)
+    harness.queue.available = True
+    assert harness.queue.depth() == 0
+
+
+def test_queue_down_fails_readiness_but_not_liveness(harness: Harness, client: FlaskClient) -> None:
+    assert client.get("/readyz").status_code == 200
+    harness.queue.available = False
+
+    ready = client.get("/readyz")
+    alive = client.get("/healthz")
+
+    assert ready.status_code == 503
+    assert set(ready.get_json()["failing"]) == {"queue"}
+    assert alive.status_code == 200
+
+
+def test_readiness_returns_when_the_queue_comes_back(harness: Harness, client: FlaskClient) -> None:
+    harness.queue.available = False
+    assert client.get("/readyz").status_code == 503
+
+    harness.queue.available = True
+
+    assert client.get("/readyz").get_json() == {"status": "ready", "service": "monolith"}
+
+
+def test_store_down_serves_the_last_counts_seen_marked_stale(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.post("/", data={"vote": "a"})
+    harness.drain()
+    assert harness.results()["counts"] == {"a": 1, "b": 0}
+    harness.store.available = False
+
+    response = client.get("/api/polls/default/results")
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "poll": "default",
+        "counts": {"a": 1, "b": 0},
+        "total": 1,
+        "stale": True,
+    }
+    assert client.get("/readyz").status_code == 503
+
+
+def test_store_down_before_any_counts_were_seen_is_503_with_retry_after(
+    harness: Harness, client: FlaskClient
+) -> None:
+    harness.store.available = False
+
+    response = client.get("/api/polls/default/results")
+
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert "unavailable" in response.get_json()["error"]
+
+
+def test_store_down_does_not_stop_votes_being_accepted(
+    harness: Harness, client: FlaskClient
+) -> None:
+    harness.store.available = False
+
+    response = client.post("/", data={"vote": "a"})
+
+    assert response.status_code == 303
+    assert harness.queue.depth() == 1
+
+
+# -- tracing, metrics, health ------------------------------------------------------------
+
+
+def test_an_incoming_traceparent_keeps_its_trace_id_with_a_new_span_id(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post(
+        "/", data={"vote": "a"}, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"}
+    )
+
+    match = _TRACEPARENT.match(response.headers["traceparent"])
+    assert match is not None
+    assert match[1] == TRACE_ID
+    assert match[2] != PARENT_SPAN
+
+
+def test_the_trace_id_travels_with_the_vote_into_the_queue(
+    harness: Harness, client: FlaskClient
+) -> None:
+    client.post(
+        "/api/polls/default/votes",
+        json={"option": "b"},
+        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"},
+    )
+
+    [delivery] = harness.queue.receive(10, 0)
+    assert delivery.fields["trace"] == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    "incoming", [None, "garbage", f"00-{'0' * 32}-{PARENT_SPAN}-01"], ids=["none", "bad", "zero"]
+)
+def test_without_a_valid_traceparent_a_new_trace_is_started(
+    client: FlaskClient, incoming: str | None
+) -> None:
+    headers = {"traceparent": incoming} if incoming else {}
+
+    response = client.get("/healthz", headers=headers)
+
+    match = _TRACEPARENT.match(response.headers["traceparent"])
+    assert match is not None
+    assert match[1] != "0" * 32
+
+
+def test_metrics_are_prometheus_text_with_request_counts(client: FlaskClient) -> None:
+    client.get("/healthz")
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    text = response.get_data(as_text=True)
+    assert "cloudvote_http_requests_total{" in text
+    assert 'service="monolith"' in text
+    assert 'endpoint="/healthz"' in text
+    assert "cloudvote_http_request_duration_seconds_bucket" in text
+
+
+def test_healthz_answers_200(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "service": "monolith"}
+
+
+def test_an_unknown_path_is_404_not_500(client: FlaskClient) -> None:
+    assert client.get("/no/such/page").status_code == 404
+
+
+def test_the_vote_app_alone_serves_no_result_routes() -> None:
+    queue = InMemoryVoteQueue()
+    components = Components(
+        Settings(), CATALOG, caster=VoteCaster(CATALOG, queue), readiness={"queue": queue.ping}
+    )
+    app = _base_app("vote", components)
+    app.register_blueprint(vote_blueprint(VoteCaster(CATALOG, queue)))
+    client = app.test_client()
+
+    assert client.post("/", data={"vote": "a"}).status_code == 303
+    assert client.get("/api/polls/default/results").status_code == 404
+    assert client.get("/api/polls").status_code == 200
+    assert queue.depth() == 1
