@@ -43,7 +43,8 @@ def plot_summary(results: Path) -> Path:
         fresh_ax.hist(fresh["delays_ms"], bins=50, color="#2f6fdf")  # type: ignore[arg-type]
         fresh_ax.axvline(1000, color="#c0392b", linestyle="--", label="target p99 1 s")
         fresh_ax.set_title(
-            f"freshness at {fresh['target_rate']}/s: p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms"
+            f"freshness at {fresh['target_rate']}/s: "
+            f"p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms"
         )
         fresh_ax.set_xlabel("202 → visible in result API (ms)")
         fresh_ax.legend()

@@ -6,6 +6,7 @@ queue and store instead of Redis and PostgreSQL) behind the same ports (ARCH-01)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from cloudvote.application.voting import VoteCaster
 from cloudvote.config import Settings
 from cloudvote.domain.polls import PollCatalog
 from cloudvote.observability.metrics import PrometheusDrainObserver
-from cloudvote.ports.queue import VoteQueue, VoteSource
+from cloudvote.ports.queue import QueueUnavailable, VoteQueue, VoteSource
 from cloudvote.ports.store import VoteStore
 
 
@@ -101,7 +102,10 @@ def build_worker(settings: Settings) -> Components:
     components = Components(settings, load_catalog(settings))
     source = _redis_queue(settings, components)
     store = _postgres_store(settings, components)
-    source.ensure_group()  # type: ignore[attr-defined]
+    # Redis may come up after the worker: the drain loop recreates a missing group on
+    # NOGROUP, so the worker then waits with backoff instead of crash-looping at start.
+    with contextlib.suppress(QueueUnavailable):
+        source.ensure_group()  # type: ignore[attr-defined]
     components.queue = source  # type: ignore[assignment]
     components.store = store
     components.drainer = VoteDrainer(

@@ -84,7 +84,16 @@ class GroupCommitWriter:
             slot.lead = not self._leader_busy
             self._leader_busy = True
         if not slot.lead and not slot.done.wait(timeout):
-            raise QueueUnavailable("redis: timed out waiting for a shared write")
+            with self._lock:
+                # Leave the line, unless a leader took this ballot or handed us the lead
+                # just now; a timed-out slot must never be handed the lead later.
+                abandoned = not slot.lead and slot in self._waiting
+                if abandoned:
+                    self._waiting.remove(slot)
+            if abandoned:
+                raise QueueUnavailable("redis: timed out waiting for a shared write")
+            if not slot.lead:
+                slot.done.wait()  # in a leader's pipeline: its socket timeout bounds this
         if slot.lead:
             self._lead()
         if slot.error is not None:
@@ -101,7 +110,10 @@ class GroupCommitWriter:
                 pipe.xadd(self.stream, slot.fields)  # type: ignore[arg-type]
             for slot, message_id in zip(batch, pipe.execute(), strict=True):
                 slot.message_id = str(message_id)
-        except _TRANSIENT as error:
+        except (*_TRANSIENT, redis.exceptions.ResponseError) as error:
+            # A ResponseError here means Redis refuses writes for now: full (OOM), a
+            # replica after a failover (READONLY), a failing disk (MISCONF). Nothing was
+            # stored, so the caller can still answer 503 instead of 500.
             for slot in batch:
                 slot.error = QueueUnavailable(f"redis: {error}")
         except Exception as error:  # noqa: BLE001 - handed to every caller of the batch
@@ -150,7 +162,10 @@ class RedisVoteQueue:
                 # Redis lost the group (a restart without persistence): recreate, retry later.
                 self.ensure_group()
                 raise QueueUnavailable("redis: consumer group was missing; recreated") from error
-            raise
+            # Redis answers but refuses for now: full (OOM at maxmemory), a replica after a
+            # failover (READONLY), a failing disk (MISCONF). Back off and retry; a worker
+            # that crashed here could never drain the backlog that filled Redis.
+            raise QueueUnavailable(f"redis: {error}") from error
 
     # -- producer side (vote service) -----------------------------------------------------
 
@@ -174,7 +189,8 @@ class RedisVoteQueue:
             self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as error:
             if "BUSYGROUP" not in str(error):
-                raise
+                # At maxmemory even XGROUP CREATE of an existing group is refused (OOM).
+                raise QueueUnavailable(f"redis: {error}") from error
         except _TRANSIENT as error:
             raise QueueUnavailable(f"redis: {error}") from error
 
@@ -213,7 +229,10 @@ class RedisVoteQueue:
             return
 
         def ack_and_delete() -> None:
-            pipe = self.client.pipeline(transaction=True)
+            # No MULTI: at maxmemory Redis refuses every command queued inside MULTI, but
+            # still runs XACK and XDEL, and XDEL is what frees the memory. Both go in one
+            # write; a cut between them leaves an acknowledged entry, never a lost vote.
+            pipe = self.client.pipeline(transaction=False)
             pipe.xack(self.stream, self.group, *message_ids)
             # Deleting keeps the stream as small as the backlog; no MAXLEN trim can ever
             # cut a message that is still pending.

@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -92,7 +92,7 @@ def vote(poll: str, voter: str, option: str, version: int, trace: str = "") -> A
 
 def query(conninfo: str, sql: str, *params: object) -> list[tuple[object, ...]]:
     with psycopg.connect(conninfo) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 def counted_from_votes(conninfo: str, poll: str) -> dict[str, int]:
@@ -236,9 +236,7 @@ def test_trace_id_is_stored_with_the_vote(
     ]
 
 
-def test_polls_are_counted_separately(
-    store: PostgresVoteStore, poll: str
-) -> None:
+def test_polls_are_counted_separately(store: PostgresVoteStore, poll: str) -> None:
     other = f"{poll}-other"
     store.apply(latest_per_voter([vote(poll, "v1", "a", 1), vote(other, "v1", "b", 2)]))
 
@@ -286,10 +284,10 @@ def test_racing_workers_keep_each_voters_newest_vote_and_exact_tallies(
     voters = [f"voter-{n:03d}" for n in range(40)]
     rounds, racers = 60, 2
     all_versions = random.Random(7).sample(range(1, 100_000_000), rounds * racers * len(voters))
-    plans: list[list[Sequence[AcceptedVote]]] = []
+    plans: list[list[list[AcceptedVote]]] = []
     for racer in range(racers):
         rng = random.Random(racer)
-        plan = []
+        plan: list[list[AcceptedVote]] = []
         for round_ in range(rounds):
             offset = (racer * rounds + round_) * len(voters)
             chosen = rng.sample(range(len(voters)), rng.randint(5, len(voters)))
@@ -304,7 +302,7 @@ def test_racing_workers_keep_each_voters_newest_vote_and_exact_tallies(
     start = threading.Barrier(racers)
     errors: list[BaseException] = []
 
-    def race(store: PostgresVoteStore, plan: list[Sequence[AcceptedVote]]) -> None:
+    def race(store: PostgresVoteStore, plan: list[list[AcceptedVote]]) -> None:
         try:
             start.wait(timeout=10)
             for batch in plan:
@@ -343,7 +341,7 @@ def test_a_batch_the_database_refuses_changes_nothing_and_is_not_unavailable(
     store.apply([vote(poll, "v1", "a", 1)])
     poisoned = [vote(poll, "v1", "b", 2), vote(poll, "v2", "a", 3, trace="nul\x00byte")]
 
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - any type but StoreUnavailable
+    with pytest.raises(Exception) as refused:
         store.apply(poisoned)
 
     assert not isinstance(refused.value, StoreUnavailable)

@@ -59,7 +59,10 @@ def make_queue(redis_server: RedisServer, stream: str, clients: list[redis.Redis
         )
         clients.append(client)
         return RedisVoteQueue(
-            client, stream=stream, group="workers", consumer=consumer,
+            client,
+            stream=stream,
+            group="workers",
+            consumer=consumer,
             dead_letter_stream=f"{stream}:dead",
         )
 
@@ -82,11 +85,22 @@ def redis_frozen(redis_server: RedisServer) -> Iterator[None]:
         os.kill(redis_server.pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def redis_full(admin: redis.Redis) -> Iterator[None]:
+    """Redis at maxmemory with the default noeviction policy: it refuses every write."""
+    admin.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        admin.config_set("maxmemory", "0")
+
+
 # -- producer side ---------------------------------------------------------------------------
 
 
-def test_enqueue_returns_increasing_stream_ids(make_queue: QueueFactory, admin: redis.Redis,
-                                              stream: str) -> None:
+def test_enqueue_returns_increasing_stream_ids(
+    make_queue: QueueFactory, admin: redis.Redis, stream: str
+) -> None:
     queue = make_queue()
     ids = [queue.enqueue(ballot()) for _ in range(20)]
 
@@ -96,8 +110,9 @@ def test_enqueue_returns_increasing_stream_ids(make_queue: QueueFactory, admin: 
     assert [entry_id for entry_id, _ in admin.xrange(stream)] == ids
 
 
-def test_enqueue_writes_the_ballot_fields(make_queue: QueueFactory, admin: redis.Redis,
-                                          stream: str) -> None:
+def test_enqueue_writes_the_ballot_fields(
+    make_queue: QueueFactory, admin: redis.Redis, stream: str
+) -> None:
     sent = ballot("b", trace="4bf92f3577b34da6a3ce929d0e0e4736")
     message_id = make_queue().enqueue(sent)
 
@@ -252,11 +267,6 @@ def test_concurrent_enqueues_all_fail_while_redis_is_down(
     assert queue.enqueue(ballot())  # the writer is not left stuck with a dead leader
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GroupCommitWriter bug: a follower that times out stays in the waiting list, "
-    "later gets the lead handed to it, and nobody ever leads again (see report diff)",
-)
 def test_enqueue_recovers_after_redis_hangs_longer_than_a_follower_waits(
     redis_server: RedisServer, admin: redis.Redis, stream: str, clients: list[redis.Redis]
 ) -> None:
@@ -286,6 +296,19 @@ def test_enqueue_recovers_after_redis_hangs_longer_than_a_follower_waits(
     # Redis answers again: a new vote must be written, not wait for a leader that is gone.
     message_id = writer.xadd({"n": "after"}, timeout=3.0)
     assert admin.xrange(stream, min=message_id, max=message_id) == [(message_id, {"n": "after"})]
+
+
+def test_enqueue_reports_unavailable_while_redis_refuses_writes(
+    make_queue: QueueFactory, admin: redis.Redis, stream: str
+) -> None:
+    """A stream that outgrew maxmemory (say the worker was down for hours) is a full
+    queue: the vote is not stored, and the caller must be able to say 503, not 500."""
+    queue = make_queue()
+    queue.enqueue(ballot())
+    with redis_full(admin), pytest.raises(QueueUnavailable):
+        queue.enqueue(ballot())
+    assert admin.xlen(stream) == 1
+    assert queue.enqueue(ballot())
 
 
 # -- consumer side ---------------------------------------------------------------------------
@@ -399,6 +422,46 @@ def test_dead_letter_parks_the_message_with_reason_and_original_id(
     # Gone from the queue and from the pending list; the healthy vote is untouched.
     assert [entry_id for entry_id, _ in admin.xrange(stream)] == [healthy_id]
     assert admin.xpending(stream, "workers")["pending"] == 1
+
+
+def test_acknowledge_still_works_and_frees_memory_while_redis_is_full(
+    make_queue: QueueFactory, admin: redis.Redis, stream: str
+) -> None:
+    """Draining is the only way out of a full Redis, so the worker must be able to ack."""
+    queue = make_queue()
+    queue.ensure_group()
+    ids = [queue.enqueue(ballot()) for _ in range(3)]
+    queue.receive(max_count=10, block_ms=100)
+
+    with redis_full(admin):
+        queue.acknowledge(ids)
+        assert admin.xlen(stream) == 0
+        assert admin.xpending(stream, "workers")["pending"] == 0
+
+
+def test_dead_letter_while_redis_is_full_is_unavailable_and_keeps_the_message(
+    make_queue: QueueFactory, admin: redis.Redis, stream: str
+) -> None:
+    queue = make_queue()
+    queue.ensure_group()
+    admin.xadd(stream, {"poll": "no-such-poll"})
+    [poison] = queue.receive(max_count=10, block_ms=100)
+
+    with redis_full(admin), pytest.raises(QueueUnavailable):
+        queue.dead_letter(poison, "unknown poll")
+
+    assert admin.xlen(stream) == 1  # still there, still pending: retried later
+    assert admin.xpending(stream, "workers")["pending"] == 1
+
+
+def test_ensure_group_while_redis_is_full_does_not_crash_the_worker(
+    make_queue: QueueFactory, admin: redis.Redis
+) -> None:
+    """Even XGROUP CREATE of an existing group is refused at maxmemory."""
+    queue = make_queue()
+    queue.ensure_group()
+    with redis_full(admin), contextlib.suppress(QueueUnavailable):
+        queue.ensure_group()
 
 
 @pytest.mark.parametrize("loss", ["stream deleted", "group destroyed"])

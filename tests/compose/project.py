@@ -1,0 +1,272 @@
+"""Drive `docker compose` for the compose tests: one project, its containers, its HTTP API.
+
+Everything goes through the real CLI (`docker compose ...`, `docker inspect ...`), exactly
+as an operator would type it, so the tests check compose.yaml itself, not a model of it.
+Image overrides (`*_IMAGE`, `COMPOSE_FILE`) come from the environment; scripts/compose-e2e
+loads them from .airgap.env on a machine without a registry.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+UP_TIMEOUT_SECONDS = 240
+COMMAND_TIMEOUT_SECONDS = 300
+# The session's measurements, printed by conftest.py at the end of the run.
+TIMINGS: dict[str, float] = {}
+
+
+class ComposeFailed(AssertionError):
+    """A docker or docker compose command failed; the message has its output."""
+
+
+def run(
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = COMMAND_TIMEOUT_SECONDS,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(command),
+        cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise ComposeFailed(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+@dataclass
+class Project:
+    """One compose project (`-p NAME`) with its published gateway port."""
+
+    name: str = "cloudvote"
+    port: int = 5000
+    env: dict[str, str] = field(default_factory=dict)
+
+    def compose(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {"CLOUDVOTE_PORT": str(self.port), **self.env}
+        return run(["docker", "compose", "-p", self.name, *args], env, timeout, check)
+
+    def up(self) -> float:
+        """`up -d --wait`; returns the seconds until every service was healthy."""
+        started = time.monotonic()
+        try:
+            self.compose(
+                "up",
+                "-d",
+                "--wait",
+                "--wait-timeout",
+                str(UP_TIMEOUT_SECONDS),
+                timeout=UP_TIMEOUT_SECONDS + 30,
+            )
+        except ComposeFailed as error:
+            logs = self.compose("logs", "--no-color", "--tail", "30", check=False).stdout
+            raise ComposeFailed(f"{error}\n--- service logs\n{logs[-6000:]}") from None
+        return time.monotonic() - started
+
+    def down(self, volumes: bool = False) -> None:
+        self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else []))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- containers ----------------------------------------------------------------------
+
+    def container_ids(self, service: str | None = None) -> list[str]:
+        args = ["ps", "--all", "--quiet", *([service] if service else [])]
+        return self.compose(*args).stdout.split()
+
+    def container(self, service: str) -> str:
+        ids = self.container_ids(service)
+        assert len(ids) == 1, f"expected one {service} container, found {ids}"
+        return ids[0]
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        data: list[dict[str, Any]] = json.loads(run(["docker", "inspect", container]).stdout)
+        return data[0]
+
+    def wait_healthy(self, service: str, timeout: float = 90) -> None:
+        container = self.container(service)
+
+        def health() -> str:
+            state = self.inspect(container)["State"]
+            return str(state.get("Health", {}).get("Status", state["Status"]))
+
+        wait_until(
+            health,
+            lambda s: s == "healthy",
+            timeout=timeout,
+            interval=0.5,
+            what=f"{self.name}/{service} healthy",
+        )
+
+    # -- the app through the gateway -----------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: str | None = None, headers: Mapping[str, str] = {}
+    ) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def vote(self, option: str, poll: str = "default") -> int:
+        status, _, _ = self.request(
+            "POST",
+            f"/api/polls/{poll}/votes",
+            json.dumps({"option": option}),
+            {"Content-Type": "application/json"},
+        )
+        return status
+
+    def results(self, poll: str = "default") -> dict[str, Any]:
+        status, _, body = self.request("GET", f"/api/polls/{poll}/results")
+        if status != 200:
+            raise ComposeFailed(f"results answered {status}: {body[:200]!r}")
+        results: dict[str, Any] = json.loads(body)
+        return results
+
+    def total(self, poll: str = "default") -> int:
+        results = self.results(poll)
+        if results.get("stale"):
+            raise ComposeFailed("results are stale (the store is down)")
+        return int(results["total"])
+
+    def stored_voters(self, poll: str = "default") -> set[str]:
+        """The voters PostgreSQL holds a vote from, read with psql inside the container."""
+        sql = f"SELECT voter_id FROM votes WHERE poll_id = '{poll}'"
+        user = os.environ.get("POSTGRES_USER", "cloudvote")
+        database = os.environ.get("POSTGRES_DB", "cloudvote")
+        output = self.compose(
+            "exec", "-T", "postgres", "psql", "-U", user, "-d", database, "-At", "-c", sql
+        ).stdout
+        return set(output.split())
+
+    def wait_total(self, expected: int, poll: str = "default", timeout: float = 90) -> int:
+        return wait_until(
+            lambda: self.total(poll),
+            lambda t: t == expected,
+            timeout=timeout,
+            interval=0.5,
+            what=f"{poll} total == {expected}",
+        )
+
+
+class SteadyVotes:
+    """Vote at a steady pace through the gateway from a few threads, recording each voter.
+
+    Each request names a new voter in its cookie, so the test knows exactly which voter
+    every outcome belongs to and can look each one up in PostgreSQL afterwards:
+
+    - accepted: 202. It must be counted, once.
+    - ambiguous: a 5xx, or the connection broke after the request was sent. The vote may
+      have reached Redis before the failure (say, Redis persisted it and was stopped before
+      it could answer), so it may or may not be counted; either is correct.
+    - refused: any other answer, or never sent. It must not be counted.
+
+    Bounded: it stops when asked, or after `max_seconds` in any case.
+    """
+
+    def __init__(
+        self, project: Project, per_second: float = 150, threads: int = 3, max_seconds: float = 120
+    ) -> None:
+        self.project = project
+        self.interval = threads / per_second
+        self.threads = threads
+        self.max_seconds = max_seconds
+        self.accepted: set[str] = set()
+        self.ambiguous: set[str] = set()
+        self.refused: set[str] = set()
+        self.statuses: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    @property
+    def voters(self) -> set[str]:
+        return self.accepted | self.ambiguous | self.refused
+
+    def __enter__(self) -> SteadyVotes:
+        for number in range(self.threads):
+            thread = threading.Thread(target=self._run, args=(number,), daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(timeout=30)
+        assert not any(t.is_alive() for t in self._workers), "vote threads did not stop"
+
+    def summary(self) -> str:
+        return (
+            f"accepted={len(self.accepted)} ambiguous={len(self.ambiguous)} "
+            f"refused={len(self.refused)} statuses={self.statuses}"
+        )
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.project.port, timeout=15)
+
+    def _run(self, number: int) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        connection = self._connect()
+        body = json.dumps({"option": "ab"[number % 2]})
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                voter = secrets.token_hex(16)
+                headers = {"Content-Type": "application/json", "Cookie": f"voter_id={voter}"}
+                sent = False
+                try:
+                    connection.request("POST", "/api/polls/default/votes", body, headers)
+                    sent = True
+                    response = connection.getresponse()
+                    response.read()
+                    outcome = str(response.status)
+                except (OSError, http.client.HTTPException) as error:
+                    connection.close()
+                    connection = self._connect()
+                    outcome = f"{'broken' if sent else 'unsent'}:{type(error).__name__}"
+                with self._lock:
+                    self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
+                    if outcome == "202":
+                        self.accepted.add(voter)
+                    elif outcome.startswith(("5", "broken")):
+                        self.ambiguous.add(voter)
+                    else:
+                        self.refused.add(voter)
+                next_at += self.interval
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            connection.close()

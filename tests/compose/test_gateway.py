@@ -1,0 +1,98 @@
+"""A vote cast through the gateway on localhost shows up in the result API and on the page.
+
+Also the gateway's routing table (deploy/gateway/nginx.conf): which paths reach vote and
+which reach result, and that server-sent events pass through unbuffered.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.compose.project import Project
+from tests.support.browser import BrowserMissing, launch_chromium
+
+LIVE_UPDATE_MS = 10_000
+
+
+def test_vote_through_gateway_reaches_result_api_and_page(stack: Project) -> None:
+    before = stack.results()["counts"]
+
+    # A browser-style form post: 303 back to the ballot, as the page's form does.
+    status, headers, _ = stack.request(
+        "POST", "/", "vote=b", {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 303, headers
+    # The JSON API, as a script would.
+    assert stack.vote("a") == 202
+
+    expected = {"a": before["a"] + 1, "b": before["b"] + 1}
+    stack.wait_total(sum(expected.values()), timeout=30)
+    assert stack.results()["counts"] == expected
+
+    # The result page, rendered by Chromium through the gateway: the counts arrive from the
+    # JSON API and then over the SSE stream, which nginx must not buffer.
+    with sync_playwright() as playwright:
+        try:
+            browser = launch_chromium(playwright)
+        except BrowserMissing as error:
+            pytest.fail(str(error), pytrace=False)
+        try:
+            page = browser.new_page()
+            page.goto(f"{stack.base_url}/results")
+            expect(page.locator("#count-a")).to_have_text(
+                str(expected["a"]), timeout=LIVE_UPDATE_MS
+            )
+            expect(page.locator("#count-b")).to_have_text(
+                str(expected["b"]), timeout=LIVE_UPDATE_MS
+            )
+            expect(page.locator("#status")).to_have_text("live", timeout=LIVE_UPDATE_MS)
+            # A new vote reaches the open page without a reload.
+            assert stack.vote("a") == 202
+            expect(page.locator("#count-a")).to_have_text(
+                str(expected["a"] + 1), timeout=LIVE_UPDATE_MS
+            )
+        finally:
+            browser.close()
+
+
+def test_gateway_routes_each_path_to_its_service(stack: Project) -> None:
+    # /healthz is not special-cased, so it falls through `/` to vote, which says so.
+    status, _, body = stack.request("GET", "/healthz")
+    assert (status, json.loads(body)["service"]) == (200, "vote")
+    # Pages: the ballot comes from vote, the chart from result.
+    assert b'action="/"' in stack.request("GET", "/")[2]
+    assert b'id="chart"' in stack.request("GET", "/results")[2]
+    assert b'id="chart"' in stack.request("GET", "/results/editor")[2]
+    assert b"<form" in stack.request("GET", "/polls/editor")[2]
+    # The APIs: results from result, everything else under /api/ from vote.
+    assert stack.request("GET", "/api/polls/editor/results")[0] == 200
+    assert stack.request("GET", "/api/polls")[0] == 200
+    assert stack.vote("vim", poll="editor") == 202
+    # The gateway's own health, and no internal metrics on the public port.
+    assert stack.request("GET", "/gateway/healthz")[0] == 200
+    assert stack.request("GET", "/metrics")[0] == 404
+
+
+def test_result_stream_is_not_buffered_by_the_gateway(stack: Project) -> None:
+    """The first event arrives at once; a buffering proxy would hold it back."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        started = time.monotonic()
+        connection.request("GET", "/api/polls/default/results/stream")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+        received = b""
+        while b"data: " not in received:
+            chunk = response.fp.readline()
+            assert chunk, "the stream closed before its first event"
+            received += chunk
+        assert time.monotonic() - started < 5, "the first event was held back"
+        assert b'"poll": "default"' in received or b'"poll":"default"' in received
+    finally:
+        connection.close()

@@ -1,0 +1,242 @@
+"""Run cloudvote's own processes (`cloudvote vote|result|worker|migrate`) for e2e tests.
+
+The processes are the real console script, configured only through the environment the
+way a container would be: URLs without passwords, passwords in files. Each one runs in
+its own process group with its output in a log file, so a failing test can show what
+the service said, and teardown can stop it together with any children (gunicorn workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import requests
+
+from tests.support.servers import PostgresServer, RedisServer, free_port
+
+CLOUDVOTE = Path(sys.executable).parent / "cloudvote"
+# Variables from the developer's shell that would change what the services do.
+_FOREIGN_PREFIXES = ("PG", "REDIS_", "DATABASE_", "PROMETHEUS_", "CLOUDVOTE_", "WORKER_")
+_FOREIGN_NAMES = {"PORT", "WEB_CONCURRENCY", "OPTION_A", "OPTION_B", "LOG_LEVEL"}
+
+
+class ServiceFailed(AssertionError):
+    """A service exited early or never became healthy; the message has its log tail."""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class ServiceProcess:
+    """One `cloudvote <command>` process and its log."""
+
+    def __init__(
+        self, command: str, env: Mapping[str, str], log_path: Path, port: int | None = None
+    ) -> None:
+        self.command = command
+        self.env = dict(env)
+        self.log_path = log_path
+        self.port = port
+        self._log: IO[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, f"{self.command} has no port"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> ServiceProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(CLOUDVOTE), self.command],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_healthy(self, timeout: float = 30.0) -> ServiceProcess:
+        """Block until GET /healthz answers 200; fail with the log if it never does."""
+        deadline = time.monotonic() + timeout
+        with requests.Session() as session:
+            while True:
+                if not self.running:
+                    raise ServiceFailed(
+                        f"cloudvote {self.command} exited with {self.returncode} while "
+                        f"starting; log {self.log_path}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(requests.RequestException):
+                    if session.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return self
+                if time.monotonic() > deadline:
+                    raise ServiceFailed(
+                        f"cloudvote {self.command} not healthy after {timeout}s; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                time.sleep(0.1)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; raises subprocess.TimeoutExpired if it is still running."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def send(self, sig: signal.Signals) -> None:
+        """Signal the main process only, as `docker stop` or the kubelet does."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: a crash, with no chance to finish or acknowledge."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._wait_for_group()
+
+    def close(self) -> None:
+        """Stop whatever is left of the process and its children; idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            # SIGCONT first: a paused process ignores everything but SIGKILL.
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        if self.proc is not None:
+            self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _wait_for_group(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+
+class Deployment:
+    """The microservices shape against the test servers: env, password files, processes.
+
+    Everything it starts is tracked and stopped by `close()`, even if a test fails
+    half-way.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        redis_server: RedisServer,
+        postgres_server: PostgresServer,
+        database_url: str,
+        **settings: str,
+    ) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.redis_server = redis_server
+        self.postgres_server = postgres_server
+        self.database_url = database_url
+        self.settings = settings
+        self.processes: list[ServiceProcess] = []
+        self._count = 0
+        secrets_dir = self.directory / "secrets"
+        secrets_dir.mkdir(exist_ok=True)
+        self.redis_password_file = secrets_dir / "redis-password"
+        self.redis_password_file.write_text(redis_server.password + "\n")
+        self.database_password_file = secrets_dir / "database-password"
+        self.database_password_file.write_text(postgres_server.password + "\n")
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        base = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(_FOREIGN_PREFIXES) and key not in _FOREIGN_NAMES
+        }
+        base.update(
+            REDIS_URL=self.redis_server.url,
+            DATABASE_URL=self.database_url,
+            REDIS_PASSWORD_FILE=str(self.redis_password_file),
+            DATABASE_PASSWORD_FILE=str(self.database_password_file),
+            WEB_CONCURRENCY="2",
+            PYTHONUNBUFFERED="1",
+        )
+        base.update(self.settings)
+        base.update(overrides)
+        return base
+
+    def _next_log(self, command: str) -> Path:
+        self._count += 1
+        return self.directory / f"{self._count:02d}-{command}.log"
+
+    def start(self, command: str, *, wait: bool = True, **overrides: str) -> ServiceProcess:
+        """Start `cloudvote <command>` on a free port and (by default) wait until healthy."""
+        port = free_port()
+        env = self.env(PORT=str(port), **overrides)
+        if command in ("vote", "result"):
+            # Its own empty metrics directory, so no run leaves files behind in /tmp.
+            metrics_dir = self.directory / f"metrics-{self._count + 1:02d}"
+            metrics_dir.mkdir()
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+        process = ServiceProcess(command, env, self._next_log(command), port)
+        self.processes.append(process)
+        process.start()
+        if wait:
+            process.wait_healthy()
+        return process
+
+    def spawn(self, command: str, **overrides: str) -> ServiceProcess:
+        """Start a one-shot command (migrate) without a port, and return at once."""
+        process = ServiceProcess(command, self.env(**overrides), self._next_log(command))
+        self.processes.append(process)
+        return process.start()
+
+    def run(self, command: str, timeout: float = 60.0, **overrides: str) -> ServiceProcess:
+        """Run a one-shot command (migrate) to completion and return it."""
+        process = self.spawn(command, **overrides)
+        try:
+            process.wait(timeout)
+        finally:
+            process.close()
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.close()
