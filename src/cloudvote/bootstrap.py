@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cloudvote.adapters.polls_file import load_polls_file
 from cloudvote.application.draining import DrainSettings, VoteDrainer
@@ -21,6 +22,9 @@ from cloudvote.domain.polls import PollCatalog
 from cloudvote.observability.metrics import PrometheusDrainObserver
 from cloudvote.ports.queue import QueueUnavailable, VoteQueue, VoteSource
 from cloudvote.ports.store import VoteStore
+
+if TYPE_CHECKING:
+    from cloudvote.adapters.redis_streams import RedisVoteQueue
 
 
 def load_catalog(settings: Settings) -> PollCatalog:
@@ -49,7 +53,7 @@ class Components:
             close()
 
 
-def _redis_queue(settings: Settings, components: Components) -> object:
+def _redis_queue(settings: Settings, components: Components) -> RedisVoteQueue:
     from cloudvote.adapters.redis_streams import RedisVoteQueue, connect_redis
 
     client = connect_redis(settings.require_redis_url(), settings.redis_password)
@@ -84,7 +88,7 @@ def _drain_settings(settings: Settings) -> DrainSettings:
 
 def build_vote_service(settings: Settings) -> Components:
     components = Components(settings, load_catalog(settings))
-    queue: VoteQueue = _redis_queue(settings, components)  # type: ignore[assignment]
+    queue = _redis_queue(settings, components)
     components.queue = queue
     components.caster = VoteCaster(components.catalog, queue)
     return components
@@ -105,12 +109,12 @@ def build_worker(settings: Settings) -> Components:
     # Redis may come up after the worker: the drain loop recreates a missing group on
     # NOGROUP, so the worker then waits with backoff instead of crash-looping at start.
     with contextlib.suppress(QueueUnavailable):
-        source.ensure_group()  # type: ignore[attr-defined]
-    components.queue = source  # type: ignore[assignment]
+        source.ensure_group()
+    components.queue = source
     components.store = store
     components.drainer = VoteDrainer(
         components.catalog,
-        source,  # type: ignore[arg-type]
+        source,
         store,
         _drain_settings(settings),
         observers=[PrometheusDrainObserver()],

@@ -59,7 +59,8 @@ def create_pool(url: str, password: str = "", max_size: int = 4) -> ConnectionPo
 
 
 class PostgresVoteStore:
-    def __init__(self, pool: ConnectionPool, checkout_timeout: float = 3.0) -> None:
+    # Short: a probe or a results request must not hang while PostgreSQL is away.
+    def __init__(self, pool: ConnectionPool, checkout_timeout: float = 1.0) -> None:
         self.pool = pool
         self.checkout_timeout = checkout_timeout
 

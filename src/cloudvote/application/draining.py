@@ -65,7 +65,7 @@ class DrainSettings:
     claim_idle_ms: int = 15_000
     claim_every_s: float = 5.0
     backoff_initial_s: float = 0.1
-    backoff_max_s: float = 5.0
+    backoff_max_s: float = 2.0
 
 
 class VoteDrainer:

@@ -22,7 +22,7 @@ from cloudvote.ports.queue import QueueUnavailable
 
 log = logging.getLogger("cloudvote.worker")
 
-# The loop reports progress at least once per block timeout (1 s) or backoff (≤ 5 s);
+# The loop reports progress at least once per block timeout (1 s) or backoff (≤ 2 s);
 # this much silence means it is stuck, and the liveness probe should restart the pod.
 STUCK_AFTER_SECONDS = 60.0
 
