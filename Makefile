@@ -31,8 +31,8 @@ e2e: deps test-deps
 	$(BIN)/python -m pytest tests/e2e
 
 lint: deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 
 typecheck: deps
 	$(BIN)/mypy
