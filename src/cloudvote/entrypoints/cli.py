@@ -119,9 +119,7 @@ def _serve(service: str, settings: object) -> int:
 
     assert isinstance(settings, Settings)
     factory = create_vote_app if service == "vote" else create_result_app
-    # result holds one thread per open SSE stream; vote requests are short.
-    threads = 4 if service == "vote" else 32
-    ServiceServer(factory, settings, service, threads).run()
+    ServiceServer(factory, settings, service).run()
     return 0
 
 
