@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_SYSTEM_CERTS := 1
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: run test lint typecheck unit integration e2e browser bench deps test-deps clean
+.PHONY: run test lint typecheck unit integration e2e browser bench deps test-deps clean k8s-check compose-e2e
 
 ## run: the monolith on http://localhost:5000 (SQLite in ./data; no Docker, Redis or PostgreSQL)
 run: deps
@@ -40,6 +40,14 @@ typecheck: deps
 ## bench: ingest, drain and freshness benchmarks; JSON and PNG land in bench/results/
 bench: deps test-deps
 	$(BIN)/python -m bench.run
+
+## k8s-check: render every kustomize overlay and scenario, validate them offline, test them
+k8s-check: deps
+	scripts/k8s-check
+
+## compose-e2e: compose.yaml on a real Docker engine (installs and starts one if needed)
+compose-e2e: deps
+	scripts/compose-e2e
 
 # The locked environment; `uv sync` is a no-op when nothing changed.
 deps: $(UV)

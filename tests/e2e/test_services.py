@@ -38,6 +38,7 @@ POLLS = {
                 "tracing",
                 "metrics",
                 "redis-outage",
+                "worker-down",
                 "redis-full",
                 "late-worker",
                 "shutdown",
@@ -420,6 +421,31 @@ def test_worker_survives_a_redis_outage_and_resumes(
         what="a vote accepted after the restart",
     )
     wait_for_counts(http, result, "redis-outage", {**before, "b": before["b"] + 1})
+
+
+def test_result_keeps_serving_while_the_worker_is_down_and_catches_up_after(
+    http: requests.Session,
+    redis_server: RedisServer,
+    vote: ServiceProcess,
+    result: ServiceProcess,
+    worker: ServiceProcess,
+) -> None:
+    """Fault isolation (ARCH-04): losing the worker delays results, it breaks nothing."""
+    cast(http, vote, "worker-down", "a")
+    wait_for_counts(http, result, "worker-down", {"a": 1, "b": 0, "c": 0})
+    worker.kill()
+    try:
+        accepted = [cast(http, vote, "worker-down", "b").status_code for _ in range(5)]
+        assert accepted == [202] * 5
+        time.sleep(1.0)  # a working worker would have applied them by now
+        body = counts(http, result, "worker-down")
+        assert body["counts"] == {"a": 1, "b": 0, "c": 0}
+        assert http.get(f"{result.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
+        assert http.get(f"{vote.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
+        assert queue_depth(redis_server) >= 5
+    finally:
+        worker.start().wait_healthy()
+    wait_for_counts(http, result, "worker-down", {"a": 1, "b": 5, "c": 0})
 
 
 def test_worker_started_while_redis_is_down_waits_for_it_instead_of_crashing(

@@ -68,6 +68,9 @@ class ServiceProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> ServiceProcess:
+        """Start, or start again after a kill: the log is appended to, never replaced."""
+        if self._log is not None:
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(CLOUDVOTE), self.command],

@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"event": "snapshot.failed", "error": str(error)}), file=sys.stderr)
         return 1
     path = write_snapshot(args.out, snapshot, args.keep)
-    print(json.dumps({"event": "snapshot.written", "path": str(path), "polls": len(snapshot["results"])}))
+    print(
+        json.dumps(
+            {"event": "snapshot.written", "path": str(path), "polls": len(snapshot["results"])}
+        )
+    )
     return 0
 
 

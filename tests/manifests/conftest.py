@@ -1,0 +1,68 @@
+"""The manifest tier: deploy/k8s rendered with kustomize and checked without a cluster.
+
+`scripts/k8s-check` runs it (after building kustomize with scripts/k8s-tools). `make test`
+does not collect it, because it needs the kustomize binary; name it
+(`pytest tests/manifests`) or set CLOUDVOTE_MANIFEST_TESTS=1. It never skips: a missing
+kustomize binary or schema package is a failure that says what to run.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.manifests.k8s import Doc, RenderError, kustomize_binary, render, render_targets
+
+HERE = Path(__file__).resolve().parent
+
+
+def _requested(config: pytest.Config) -> bool:
+    if os.environ.get("CLOUDVOTE_MANIFEST_TESTS") == "1":
+        return True
+    for arg in config.invocation_params.args:
+        path = Path(str(arg).split("::")[0])
+        path = path if path.is_absolute() else config.invocation_params.dir / path
+        if path.resolve() == HERE or HERE in path.resolve().parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.suffix == ".py" and not _requested(config):
+        return True
+    return None
+
+
+_RENDERED: dict[str, list[Doc]] = {}
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> Path:
+    binary = kustomize_binary()
+    if not binary.is_file():
+        pytest.fail(f"no kustomize at {binary}; run scripts/k8s-tools", pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def rendered(kustomize: Path) -> dict[str, list[Doc]]:
+    """Every render target, rendered once per session: name -> objects."""
+    if not _RENDERED:
+        targets = render_targets()
+        # kustomize runs are independent processes: render them side by side.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            futures = {name: pool.submit(render, path) for name, path in targets.items()}
+        for name, future in futures.items():
+            try:
+                _RENDERED[name] = future.result()
+            except RenderError as error:
+                pytest.fail(str(error), pytrace=False)
+    return _RENDERED
+
+
+@pytest.fixture(scope="session")
+def overlays(rendered: dict[str, list[Doc]]) -> dict[str, list[Doc]]:
+    return {name: docs for name, docs in rendered.items() if name.startswith("overlays/")}

@@ -1,0 +1,170 @@
+"""The NetworkPolicies allow exactly the flows the app needs (NET-07).
+
+The flows are computed from the rendered objects the way the API defines them: a pod
+selected by a policy of a type (Ingress or Egress) is isolated for that direction, and a
+connection is allowed only when the sender's egress rules and the receiver's ingress rules
+both allow it, by pod selector, namespace selector and port. Every pair of pod templates
+in the namespace is tried on every port the receiver declares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.manifests.k8s import Doc, by_kind, labels_match, workloads
+
+OVERLAYS = ["overlays/dev", "overlays/test", "overlays/prod", "overlays/local-cluster"]
+
+# sender -> receiver:port, inside the namespace. Nothing else may connect.
+EXPECTED_FLOWS = {
+    ("gateway", "vote", 5000),
+    ("gateway", "result", 5000),
+    ("vote", "redis", 6379),
+    ("worker", "redis", 6379),
+    ("worker", "postgres", 5432),
+    ("result", "postgres", 5432),
+    ("migrate", "postgres", 5432),
+    ("snapshot", "result", 5000),
+}
+
+Pod = tuple[str, dict[str, str], set[int]]  # name, labels, declared ports
+
+
+def pods(docs: list[Doc]) -> list[Pod]:
+    found = []
+    for workload in workloads(docs):
+        ports = {
+            int(port["containerPort"])
+            for container in workload.containers
+            for port in container.spec.get("ports", [])
+        }
+        found.append((workload.pod_labels["app.kubernetes.io/name"], workload.pod_labels, ports))
+    return found
+
+
+def _peer_matches(peer: dict[str, Any], labels: dict[str, str], namespace: str, own: str) -> bool:
+    """Does a NetworkPolicyPeer select a pod with these labels in `namespace`?"""
+    if "ipBlock" in peer:
+        return False  # pod-to-pod traffic is matched by selectors, not CIDRs, here
+    namespace_selector = peer.get("namespaceSelector")
+    if namespace_selector is None:
+        in_namespace = namespace == own
+    else:
+        in_namespace = labels_match(namespace_selector, {"kubernetes.io/metadata.name": namespace})
+    return in_namespace and labels_match(peer.get("podSelector", {}), labels)
+
+
+def _port_matches(rule: dict[str, Any], port: int) -> bool:
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    return any(p.get("port") in (None, port) and p.get("protocol", "TCP") == "TCP" for p in ports)
+
+
+def allowed(
+    policies: list[Doc],
+    direction: str,
+    subject: dict[str, str],
+    peer: dict[str, str],
+    peer_namespace: str,
+    port: int,
+    own: str,
+) -> bool:
+    """Is traffic in `direction` allowed for the pod `subject` from/to `peer` on `port`?"""
+    policy_type = "Ingress" if direction == "ingress" else "Egress"
+    peers_key = "from" if direction == "ingress" else "to"
+    selecting = [
+        p
+        for p in policies
+        if policy_type in p["spec"].get("policyTypes", ["Ingress"])
+        and labels_match(p["spec"]["podSelector"], subject)
+    ]
+    if not selecting:
+        return True  # not isolated in this direction
+    for policy in selecting:
+        for rule in policy["spec"].get(direction, []):
+            if not _port_matches(rule, port):
+                continue
+            rule_peers = rule.get(peers_key)
+            if not rule_peers or any(
+                _peer_matches(p, peer, peer_namespace, own) for p in rule_peers
+            ):
+                return True
+    return False
+
+
+def flows(docs: list[Doc]) -> set[tuple[str, str, int]]:
+    namespace = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+    policies = by_kind(docs, "NetworkPolicy")
+    found = set()
+    for sender, sender_labels, _ in pods(docs):
+        for receiver, receiver_labels, ports in pods(docs):
+            for port in ports:
+                egress = allowed(
+                    policies, "egress", sender_labels, receiver_labels, namespace, port, namespace
+                )
+                ingress = allowed(
+                    policies, "ingress", receiver_labels, sender_labels, namespace, port, namespace
+                )
+                if egress and ingress:
+                    found.add((sender, receiver, port))
+    return found
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_only_the_expected_flows_are_allowed(target: str, rendered: dict[str, list[Doc]]) -> None:
+    found = flows(rendered[target])
+    assert found - EXPECTED_FLOWS == set(), "flows that should be denied"
+    assert EXPECTED_FLOWS - found == set(), "flows the app needs that are denied"
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_default_deny_covers_every_pod_both_ways(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    deny = [
+        p
+        for p in by_kind(rendered[target], "NetworkPolicy")
+        if p["spec"]["podSelector"] == {}
+        and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert len(deny) == 1
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_every_pod_may_resolve_names_and_only_the_gateway_is_open_to_all(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    docs = rendered[target]
+    own = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+    policies = by_kind(docs, "NetworkPolicy")
+    dns = {"k8s-app": "kube-dns"}
+    outsider = {"app.kubernetes.io/name": "somebody-else"}
+    for name, labels, ports in pods(docs):
+        for port in (53,):
+            assert allowed(policies, "egress", labels, dns, "kube-system", port, own), name
+        open_ports = {
+            port
+            for port in ports
+            if allowed(policies, "ingress", labels, outsider, "elsewhere", port, own)
+        }
+        assert open_ports == ({8080} if name == "gateway" else set()), name
+
+
+def test_prod_components_add_only_their_cross_namespace_flows(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["overlays/prod"]
+    policies = by_kind(docs, "NetworkPolicy")
+    keda = {"app": "keda-operator"}
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    labels = {name: pod_labels for name, pod_labels, _ in pods(docs)}
+    own = "cloudvote-prod"
+    assert allowed(policies, "ingress", labels["redis"], keda, "keda", 6379, own)
+    assert not allowed(policies, "ingress", labels["postgres"], keda, "keda", 5432, own)
+    assert allowed(policies, "ingress", labels["worker"], prometheus, "monitoring", 9100, own)
+    assert not allowed(policies, "ingress", labels["redis"], prometheus, "monitoring", 6379, own)

@@ -1,0 +1,312 @@
+"""The helper programs of the multi-container pods, run here as the pods run them: the
+adapter (POD-06), the ambassador (POD-07), the log-shipping sidecar (POD-05), the node
+agent (WL-04) and the snapshot job (WL-06). Each talks to local stand-ins on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+from tests.manifests.k8s import K8S
+
+SCRIPTS = K8S / "base" / "scripts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@contextmanager
+def running(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """Start a helper; stop it (SIGTERM, then SIGKILL) and close its pipe at the end."""
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.communicate()
+
+
+@contextmanager
+def json_server(routes: dict[str, Any]) -> Iterator[int]:
+    """A loopback HTTP server answering GET <path> with the JSON in `routes`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in routes:
+                self.send_response(404)
+                self.end_headers()
+                return
+            body = json.dumps(routes[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get(url: str) -> str:
+    with urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """name{labels} -> value for every sample line; checks the text format on the way."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            assert line.startswith(("# HELP ", "# TYPE ")) or not line, line
+            continue
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    return samples
+
+
+STATS = {
+    "batches": 12,
+    "votes_received": 3400,
+    "votes_changed": 3390,
+    "dead_letters": 1,
+    "retries": 0,
+    "last_batch_size": 200,
+    "seconds_since_progress": 0.4,
+    "queue_depth": None,
+}
+
+
+def test_adapter_turns_worker_stats_into_prometheus_text() -> None:
+    port = free_port()
+    with json_server({"/stats": STATS}) as stats_port:
+        stats_url = f"http://127.0.0.1:{stats_port}/stats"
+        script = str(SCRIPTS / "stats_adapter.py")
+        with running(
+            sys.executable, script, f"--listen=127.0.0.1:{port}", f"--stats-url={stats_url}"
+        ):
+            wait_for_port(port)
+            text = get(f"http://127.0.0.1:{port}/metrics")
+    samples = parse_prometheus(text)
+    assert samples["cloudvote_worker_stats_up"] == 1
+    assert samples["cloudvote_worker_stats_batches_total"] == 12
+    assert samples["cloudvote_worker_stats_votes_received_total"] == 3400
+    assert samples["cloudvote_worker_stats_seconds_since_progress"] == 0.4
+    # null while Redis is down: the series is left out, not invented.
+    assert "cloudvote_worker_stats_queue_depth" not in samples
+    assert "# TYPE cloudvote_worker_stats_batches_total counter" in text
+
+
+def test_adapter_reports_down_when_the_worker_does_not_answer() -> None:
+    port = free_port()
+    script = str(SCRIPTS / "stats_adapter.py")
+    dead = f"http://127.0.0.1:{free_port()}/stats"
+    with running(sys.executable, script, f"--listen=127.0.0.1:{port}", f"--stats-url={dead}"):
+        wait_for_port(port)
+        samples = parse_prometheus(get(f"http://127.0.0.1:{port}/metrics"))
+        assert get(f"http://127.0.0.1:{port}/healthz") == "ok\n"
+    assert samples == {"cloudvote_worker_stats_up": 0}
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP server that answers every chunk with the same bytes, upper-cased."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data.upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+
+
+def test_ambassador_forwards_localhost_to_the_upstream_and_logs_each_connection() -> None:
+    port = free_port()
+    with echo_server() as upstream:
+        script = str(SCRIPTS / "db_ambassador.py")
+        args = (f"--listen=127.0.0.1:{port}", f"--upstream=localhost:{upstream}")
+        with running(sys.executable, script, *args) as process:
+            wait_for_port(port)
+            payload = b"select 1;" * 10_000
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := client.recv(65536):
+                    received += chunk
+            assert received == payload.upper()
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=10)
+    events = [json.loads(line) for line in output.splitlines()]
+    # One line per connection; wait_for_port's empty probe is one of them.
+    closed = max(
+        (e for e in events if e["event"] == "ambassador.connection_closed"),
+        key=lambda e: e["bytes_to_upstream"],
+    )
+    assert closed["bytes_to_upstream"] == len(payload)
+    assert closed["bytes_from_upstream"] == len(payload)
+    assert events[-1]["event"] == "ambassador.stopping"
+    assert process.returncode == 0
+
+
+def test_ambassador_closes_the_client_when_the_upstream_is_down() -> None:
+    port = free_port()
+    script = str(SCRIPTS / "db_ambassador.py")
+    args = (f"--listen=127.0.0.1:{port}", f"--upstream=127.0.0.1:{free_port()}")
+    with running(sys.executable, script, *args):
+        wait_for_port(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            assert client.recv(1) == b""
+
+
+def test_node_agent_reports_this_nodes_load_memory_and_cpu() -> None:
+    port = free_port()
+    env = {**os.environ, "NODE_NAME": "node-a"}
+    with running(
+        sys.executable, str(SCRIPTS / "node_agent.py"), f"--listen=127.0.0.1:{port}", env=env
+    ):
+        wait_for_port(port)
+        samples = parse_prometheus(get(f"http://127.0.0.1:{port}/metrics"))
+    assert 'cloudvote_node_load1{node="node-a"}' in samples
+    assert samples['cloudvote_node_memory_total_bytes{node="node-a"}'] > 0
+    assert samples['cloudvote_node_cpu_seconds_total{node="node-a",mode="idle"}'] > 0
+
+
+def test_snapshot_saves_every_poll_and_keeps_the_newest(tmp_path: Path) -> None:
+    routes = {
+        "/api/polls": {"polls": [{"id": "default"}, {"id": "editor"}]},
+        "/api/polls/default/results": {"poll": "default", "counts": {"a": 3, "b": 1}, "total": 4},
+        "/api/polls/editor/results": {"poll": "editor", "counts": {"vim": 2}, "total": 2},
+    }
+    for old in ("results-20260101T000000Z.json", "results-20260101T001500Z.json"):
+        (tmp_path / old).write_text("{}")
+    with json_server(routes) as port:
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(SCRIPTS / "snapshot_results.py"),
+                f"--api=http://127.0.0.1:{port}",
+                f"--out={tmp_path}",
+                "--keep=2",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    assert result.returncode == 0, result.stderr
+    kept = sorted(p.name for p in tmp_path.glob("results-*.json"))
+    assert len(kept) == 2 and kept[0] == "results-20260101T001500Z.json"
+    snapshot = json.loads((tmp_path / kept[1]).read_text())
+    assert snapshot["results"]["default"]["total"] == 4
+    assert snapshot["results"]["editor"]["counts"] == {"vim": 2}
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_snapshot_fails_when_the_api_does_not_answer(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "snapshot_results.py"),
+            f"--api=http://127.0.0.1:{free_port()}",
+            f"--out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert not list(tmp_path.iterdir())
+
+
+def _minute(seconds_ago: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - seconds_ago))
+
+
+def test_log_shipper_moves_finished_minutes_and_ships_the_rest_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """With the system's POSIX sh (dash here, as in the Debian nginx stand-in; the alpine
+    image's busybox sh runs the same script)."""
+    logs, archive = tmp_path / "logs", tmp_path / "archive"
+    logs.mkdir()
+    old, previous, current = _minute(600), _minute(60), _minute(0)
+    for minute in (old, previous, current):
+        (logs / f"access-{minute}.log").write_text(f'{{"minute":"{minute}"}}\n')
+    command = ["sh", str(SCRIPTS / "ship-logs.sh")]
+    env = {
+        **os.environ,
+        "LOG_DIR": str(logs),
+        "ARCHIVE_DIR": str(archive),
+        "SHIP_INTERVAL_SECONDS": "1",
+        "ALIVE_FILE": str(tmp_path / "alive"),
+    }
+    with running(*command, env=env) as process:
+        deadline = time.monotonic() + 10
+        while (logs / f"access-{old}.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # The finished minute moved; the current and previous minutes stay until SIGTERM.
+        assert not (logs / f"access-{old}.log").exists()
+        assert (logs / f"access-{current}.log").exists()
+        assert (tmp_path / "alive").exists()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, output
+    assert list(logs.iterdir()) == []
+    shipped = "".join(p.read_text() for p in sorted(archive.glob("access-*.log")))
+    for minute in (old, previous, current):
+        assert f'"minute":"{minute}"' in shipped
