@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 # uv must use this machine's Python and trust the system CA store (TLS may be intercepted).
 export UV_PYTHON_DOWNLOADS := never
 export UV_SYSTEM_CERTS := 1
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# `python3 -m uv` works wherever pip put uv, whether or not its bin directory is on PATH.
+UV := $(PYTHON) -m uv
 
 .PHONY: run test lint typecheck unit integration e2e browser bench deps test-deps clean k8s-check compose-e2e
 
@@ -49,12 +50,11 @@ k8s-check: deps
 compose-e2e: deps
 	scripts/compose-e2e
 
-# The locked environment; `uv sync` is a no-op when nothing changed.
-deps: $(UV)
+# The locked environment; `uv sync` is a no-op when nothing changed. uv itself comes from
+# PyPI the first time.
+deps:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --python $(PYTHON) --quiet
-
-$(UV):
-	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
 
 test-deps:
 	scripts/install-test-deps
