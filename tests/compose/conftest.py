@@ -15,23 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.compose.project import REPO, TIMINGS, Project, run
+from tests.support.opt_in import tier_requested
 
 HERE = Path(__file__).resolve().parent
 
 
-def _requested(config: pytest.Config) -> bool:
-    if os.environ.get("CLOUDVOTE_COMPOSE_TESTS") == "1":
-        return True
-    for arg in config.invocation_params.args:
-        path = Path(str(arg).split("::")[0])
-        path = path if path.is_absolute() else config.invocation_params.dir / path
-        if path.resolve() == HERE or HERE in path.resolve().parents:
-            return True
-    return False
-
-
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not _requested(config):
+    if collection_path.suffix == ".py" and not tier_requested(
+        config, HERE, "CLOUDVOTE_COMPOSE_TESTS"
+    ):
         return True
     return None
 
