@@ -32,6 +32,7 @@ e2e: deps test-deps
 	$(BIN)/python -m pytest tests/e2e
 
 lint: deps
+	$(UV) lock --check --python $(PYTHON) --quiet
 	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/ruff format --check src tests bench deploy
 
