@@ -186,10 +186,11 @@ class SteadyVotes:
     every outcome belongs to and can look each one up in PostgreSQL afterwards:
 
     - accepted: 202. It must be counted, once.
-    - ambiguous: a 5xx, or the connection broke after the request was sent. The vote may
-      have reached Redis before the failure (say, Redis persisted it and was stopped before
-      it could answer), so it may or may not be counted; either is correct.
-    - refused: any other answer, or never sent. It must not be counted.
+    - ambiguous: a 5xx, or no answer at all (a broken or reset connection, a timeout). The
+      vote may have reached Redis before the failure (say, Redis persisted it and was
+      stopped before it could answer), so it may or may not be counted; either is correct.
+      A send that raised is ambiguous too: the kernel may have delivered the bytes first.
+    - refused: any other answer (4xx), or no connection at all. It must not be counted.
 
     Bounded: it stops when asked, or after `max_seconds` in any case.
     """
@@ -205,6 +206,7 @@ class SteadyVotes:
         self.ambiguous: set[str] = set()
         self.refused: set[str] = set()
         self.statuses: dict[str, int] = {}
+        self.outcomes: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -249,17 +251,21 @@ class SteadyVotes:
                 headers = {"Content-Type": "application/json", "Cookie": f"voter_id={voter}"}
                 sent = False
                 try:
-                    connection.request("POST", "/api/polls/default/votes", body, headers)
+                    if connection.sock is None:
+                        connection.connect()
+                    # From here on bytes may leave: a failure is no proof the vote was unsent.
                     sent = True
+                    connection.request("POST", "/api/polls/default/votes", body, headers)
                     response = connection.getresponse()
                     response.read()
                     outcome = str(response.status)
                 except (OSError, http.client.HTTPException) as error:
                     connection.close()
                     connection = self._connect()
-                    outcome = f"{'broken' if sent else 'unsent'}:{type(error).__name__}"
+                    outcome = f"{'broken' if sent else 'unconnected'}:{type(error).__name__}"
                 with self._lock:
                     self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
+                    self.outcomes[voter] = outcome
                     if outcome == "202":
                         self.accepted.add(voter)
                     elif outcome.startswith(("5", "broken")):

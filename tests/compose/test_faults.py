@@ -112,7 +112,10 @@ def test_every_accepted_vote_is_counted_exactly_once_after(
     missing = load.accepted - stored
     assert not missing, f"{len(missing)} accepted votes were lost ({load.summary()})"
     unexpected = stored - load.accepted - load.ambiguous
-    assert not unexpected, f"{len(unexpected)} votes stored that were never accepted"
+    assert not unexpected, (
+        f"{len(unexpected)} votes stored that were refused: "
+        f"{ {voter: load.outcomes.get(voter) for voter in unexpected} } ({load.summary()})"
+    )
     # Exactly once: one tally per stored vote, no double counting of redelivered batches.
     assert stack.total() - total_before == len(stored), load.summary()
     print(f"{fault.__name__}: {load.summary()}; stored={len(stored)}")
