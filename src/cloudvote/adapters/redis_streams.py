@@ -45,6 +45,20 @@ def connect_redis(url: str, password: str = "", socket_timeout: float = 5.0) -> 
     )
 
 
+def unavailable_on_failure(operation: Callable[[], T]) -> T:
+    """Run a Redis operation; a Redis that is down, hung or refusing raises QueueUnavailable.
+
+    Refusing covers a full Redis (OOM at maxmemory), a replica after a failover (READONLY)
+    and a failing disk (MISCONF): nothing was stored, so the vote service answers 503, and
+    the worker backs off and retries; a worker that crashed here could never drain the
+    backlog that filled Redis.
+    """
+    try:
+        return operation()
+    except (*_TRANSIENT, redis.exceptions.ResponseError) as error:
+        raise QueueUnavailable(f"redis: {error}") from error
+
+
 class _Slot:
     """One caller's ballot waiting to be sent, and, later, its stream id or error."""
 
@@ -69,7 +83,12 @@ class GroupCommitWriter:
     id only after Redis has written it.
     """
 
-    def __init__(self, client: redis.Redis, stream: str, max_batch: int = 128) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        max_batch: int = 128,
+    ) -> None:
         self.client = client
         self.stream = stream
         self.max_batch = max_batch
@@ -108,14 +127,8 @@ class GroupCommitWriter:
             pipe = self.client.pipeline(transaction=False)
             for slot in batch:
                 pipe.xadd(self.stream, slot.fields)  # type: ignore[arg-type]
-            for slot, message_id in zip(batch, pipe.execute(), strict=True):
+            for slot, message_id in zip(batch, unavailable_on_failure(pipe.execute), strict=True):
                 slot.message_id = str(message_id)
-        except (*_TRANSIENT, redis.exceptions.ResponseError) as error:
-            # A ResponseError here means Redis refuses writes for now: full (OOM), a
-            # replica after a failover (READONLY), a failing disk (MISCONF). Nothing was
-            # stored, so the caller can still answer 503 instead of 500.
-            for slot in batch:
-                slot.error = QueueUnavailable(f"redis: {error}")
         except Exception as error:  # noqa: BLE001 - handed to every caller of the batch
             for slot in batch:
                 slot.error = error
@@ -154,18 +167,14 @@ class RedisVoteQueue:
 
     def _call(self, operation: Callable[[], T]) -> T:
         try:
-            return operation()
-        except _TRANSIENT as error:
-            raise QueueUnavailable(f"redis: {error}") from error
-        except redis.exceptions.ResponseError as error:
-            if "NOGROUP" in str(error):
+            return unavailable_on_failure(operation)
+        except QueueUnavailable as error:
+            cause = error.__cause__
+            if isinstance(cause, redis.exceptions.ResponseError) and "NOGROUP" in str(cause):
                 # Redis lost the group (a restart without persistence): recreate, retry later.
                 self.ensure_group()
-                raise QueueUnavailable("redis: consumer group was missing; recreated") from error
-            # Redis answers but refuses for now: full (OOM at maxmemory), a replica after a
-            # failover (READONLY), a failing disk (MISCONF). Back off and retry; a worker
-            # that crashed here could never drain the backlog that filled Redis.
-            raise QueueUnavailable(f"redis: {error}") from error
+                raise QueueUnavailable("redis: consumer group was missing; recreated") from cause
+            raise
 
     # -- producer side (vote service) -----------------------------------------------------
 
