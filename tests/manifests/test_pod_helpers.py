@@ -1,11 +1,14 @@
 """The helper programs of the multi-container pods, run here as the pods run them: the
-adapter (POD-06), the ambassador (POD-07), the log-shipping sidecar (POD-05), the node
-agent (WL-04) and the snapshot job (WL-06). Each talks to local stand-ins on loopback."""
+adapter (POD-06), the ambassador's start command and its pgbouncer.ini (POD-07), the
+log-shipping sidecar (POD-05) and the snapshot job (WL-06). Each talks to local stand-ins
+on loopback; pgbouncer itself is exercised with the real images (docs/containers.md)."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,11 +18,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 from urllib.request import urlopen
 
-from tests.manifests.k8s import K8S
+from tests.manifests.k8s import K8S, REPO, Doc, find
 
 SCRIPTS = K8S / "base" / "scripts"
 
@@ -148,81 +152,91 @@ def test_adapter_reports_down_when_the_worker_does_not_answer() -> None:
     assert samples == {"cloudvote_worker_stats_up": 0}
 
 
-@contextmanager
-def echo_server() -> Iterator[int]:
-    """A TCP server that answers every chunk with the same bytes, upper-cased."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data.upper())
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        listener.close()
+def _ambassador(docs: list[Doc]) -> tuple[Doc, Doc]:
+    """The worker pod's spec and its db-ambassador container."""
+    pod = find(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["initContainers"] if c["name"] == "db-ambassador"]
+    return pod, container
 
 
-def test_ambassador_forwards_localhost_to_the_upstream_and_logs_each_connection() -> None:
-    port = free_port()
-    with echo_server() as upstream:
-        script = str(SCRIPTS / "db_ambassador.py")
-        args = (f"--listen=127.0.0.1:{port}", f"--upstream=localhost:{upstream}")
-        with running(sys.executable, script, *args) as process:
-            wait_for_port(port)
-            payload = b"select 1;" * 10_000
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-                client.sendall(payload)
-                client.shutdown(socket.SHUT_WR)
-                received = b""
-                while chunk := client.recv(65536):
-                    received += chunk
-            assert received == payload.upper()
-            time.sleep(0.3)
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=10)
-    events = [json.loads(line) for line in output.splitlines()]
-    # One line per connection; wait_for_port's empty probe is one of them.
-    closed = max(
-        (e for e in events if e["event"] == "ambassador.connection_closed"),
-        key=lambda e: e["bytes_to_upstream"],
+def _mount(container: Doc, volume: str) -> str:
+    (path,) = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume]
+    return str(path)
+
+
+def test_ambassador_writes_the_userlist_from_the_secret_and_execs_pgbouncer(
+    tmp_path: Path, rendered: dict[str, list[Doc]]
+) -> None:
+    """The db-ambassador's start command, run by sh as the pod runs it, with a fake
+    `pgbouncer` first on PATH that reports what it was given. The userlist comes from the
+    password file (a double quote doubled, as pgbouncer's format wants), only its owner
+    may read it, and pgbouncer replaces the shell, so the kubelet's SIGTERM reaches it."""
+    _, container = _ambassador(rendered["overlays/local-cluster"])
+    shell, flag, script = container["command"]
+    assert (shell, flag) == ("sh", "-c")
+    run_dir = _mount(container, "pgbouncer-run")
+    assert f"{run_dir}/" in script
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DATABASE_PASSWORD_FILE"].startswith(_mount(container, "database-password") + "/")
+    password = tmp_path / "postgres-password"
+    password.write_text('pa"ss%s\\word')  # no trailing newline, as a Secret key holds it
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "pgbouncer"
+    fake.write_text('#!/bin/sh\necho "pid=$$ args=$*"\n')
+    fake.chmod(0o755)
+    process = subprocess.Popen(
+        ["sh", "-c", script.replace(f"{run_dir}/", f"{run}/")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            **env,
+            "DATABASE_PASSWORD_FILE": str(password),
+        },
     )
-    assert closed["bytes_to_upstream"] == len(payload)
-    assert closed["bytes_from_upstream"] == len(payload)
-    assert events[-1]["event"] == "ambassador.stopping"
+    output, _ = process.communicate(timeout=10)
     assert process.returncode == 0
+    config = _mount(container, "pgbouncer-config")
+    assert output.strip() == f"pid={process.pid} args={config}/pgbouncer.ini"
+    userlist = run / "userlist.txt"
+    assert userlist.read_text() == '"cloudvote" "pa""ss%s\\word"\n'
+    assert userlist.stat().st_mode & 0o777 == 0o600
 
 
-def test_ambassador_closes_the_client_when_the_upstream_is_down() -> None:
-    port = free_port()
-    script = str(SCRIPTS / "db_ambassador.py")
-    args = (f"--listen=127.0.0.1:{port}", f"--upstream=127.0.0.1:{free_port()}")
-    with running(sys.executable, script, *args):
-        wait_for_port(port)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-            assert client.recv(1) == b""
-
-
-def test_node_agent_reports_this_nodes_load_memory_and_cpu() -> None:
-    port = free_port()
-    env = {**os.environ, "NODE_NAME": "node-a"}
-    with running(
-        sys.executable, str(SCRIPTS / "node_agent.py"), f"--listen=127.0.0.1:{port}", env=env
-    ):
-        wait_for_port(port)
-        samples = parse_prometheus(get(f"http://127.0.0.1:{port}/metrics"))
-    assert 'cloudvote_node_load1{node="node-a"}' in samples
-    assert samples['cloudvote_node_memory_total_bytes{node="node-a"}'] > 0
-    assert samples['cloudvote_node_cpu_seconds_total{node="node-a",mode="idle"}'] > 0
+def test_ambassador_config_matches_the_worker_pod(rendered: dict[str, list[Doc]]) -> None:
+    """pgbouncer.ini, as the pod mounts it, agrees with the pod around it: it listens where
+    the worker's DATABASE_URL points (loopback only), reads the userlist from the
+    memory-backed emptyDir, pools by session, has room for the worker's whole pool, and
+    sends the cloudvote database to the postgres Service."""
+    docs = rendered["overlays/local-cluster"]
+    pod, container = _ambassador(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    configmap = find(docs, "ConfigMap", volumes["pgbouncer-config"]["configMap"]["name"])
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read_string(configmap["data"]["pgbouncer.ini"])
+    settings = ini["pgbouncer"]
+    (worker,) = [c for c in pod["containers"] if c["name"] == "worker"]
+    url = urlsplit(next(e["value"] for e in worker["env"] if e["name"] == "DATABASE_URL"))
+    assert (settings["listen_addr"], settings["listen_port"]) == (url.hostname, str(url.port))
+    assert settings["listen_addr"] == "127.0.0.1"
+    assert settings["pool_mode"] == "session"  # psycopg 3 prepares statements (see the ini)
+    assert settings["auth_type"] == "scram-sha-256"
+    auth_file = PurePosixPath(settings["auth_file"])
+    assert str(auth_file.parent) == _mount(container, "pgbouncer-run")
+    assert volumes["pgbouncer-run"]["emptyDir"]["medium"] == "Memory"
+    assert "password" not in ini["databases"]["cloudvote"]  # it lives in the userlist only
+    source = (REPO / "src/cloudvote/config.py").read_text()
+    pool_size = re.search(r"^\s+database_pool_size: int = (\d+)", source, re.M)
+    assert pool_size
+    assert int(settings["default_pool_size"]) >= int(pool_size.group(1))
+    assert int(settings["max_client_conn"]) >= int(settings["default_pool_size"])
+    target = dict(pair.split("=", 1) for pair in ini["databases"]["cloudvote"].split())
+    assert target == {"host": "postgres", "port": "5432", "dbname": url.path.lstrip("/")}
+    service = find(docs, "Service", target["host"])
+    assert int(target["port"]) in [p["port"] for p in service["spec"]["ports"]]
 
 
 def test_snapshot_saves_every_poll_and_keeps_the_newest(tmp_path: Path) -> None:

@@ -309,6 +309,73 @@ def test_worker_pod_has_init_waits_ambassador_and_adapter(rendered: dict[str, li
     assert env["DATABASE_URL"].startswith("postgresql://cloudvote@127.0.0.1:5432/")
 
 
+# Each well-known tool in the pods, by its upstream image, and the Debian-built stand-in
+# (deploy/airgap, tagged with bookworm's version) that overlays/local-cluster uses instead.
+TOOL_IMAGES = {
+    ("Deployment", "worker", "db-ambassador"): (
+        "ghcr.io/cloudnative-pg/pgbouncer:",
+        "cloudvote-airgap/pgbouncer:1.18-bookworm",
+    ),
+    ("DaemonSet", "node-agent", "node-exporter"): (
+        "quay.io/prometheus/node-exporter:",
+        "cloudvote-airgap/node-exporter:1.5-bookworm",
+    ),
+}
+
+
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/local-cluster"])
+def test_ambassador_and_node_agent_are_well_kept_tools(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    """pgbouncer and node_exporter, not programs of our own: upstream images by a pinned
+    tag, swapped for the air-gap stand-ins where nothing can be pulled."""
+    docs = rendered[target]
+    for (kind, name, container_name), (upstream, standin) in TOOL_IMAGES.items():
+        (container,) = [
+            c.spec for c in all_containers([find(docs, kind, name)]) if c.name == container_name
+        ]
+        if target == "overlays/local-cluster":
+            assert container["image"] == standin
+        else:
+            assert container["image"].startswith(upstream), container["image"]
+    compose = (REPO / "deploy/airgap/compose.standins.yaml").read_text()
+    for _, standin in TOOL_IMAGES.values():
+        assert f"image: {standin}\n" in compose
+
+
+# node_exporter collectors whose files the kernel does not namespace: read from inside an
+# unprivileged pod, they are the node's numbers, not the pod's.
+NODE_WIDE_COLLECTORS = {
+    "cpu",
+    "loadavg",
+    "meminfo",
+    "vmstat",
+    "stat",
+    "diskstats",
+    "pressure",
+    "filefd",
+}
+
+
+def test_node_agent_runs_node_exporter_on_every_node_with_node_wide_collectors_only(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["overlays/dev"]
+    daemonset = find(docs, "DaemonSet", "node-agent")
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert "command" not in container, "the image's entrypoint is node_exporter"
+    required = {"--path.procfs=/proc", "--path.sysfs=/sys", "--collector.disable-defaults"}
+    assert required <= set(args)
+    collectors = {a.removeprefix("--collector.") for a in args if a.startswith("--collector.")}
+    assert collectors - {"disable-defaults"} <= NODE_WIDE_COLLECTORS
+    assert {"cpu", "meminfo", "loadavg"} <= collectors
+    assert any(t["key"] == "node-role.kubernetes.io/control-plane" for t in pod["tolerations"])
+    service = find(docs, "Service", "node-agent")["spec"]
+    assert service["clusterIP"] == "None"
+
+
 def test_gateway_ships_logs_with_a_sidecar_to_the_static_volume(
     rendered: dict[str, list[Doc]],
 ) -> None:
