@@ -1,0 +1,70 @@
+# Container images for the cluster's own add-ons, and loading images into the node's
+# containerd without a registry. Sourced by `up` and `load-images`.
+
+# ctr talks to this cluster's containerd; k8s.io is the namespace the CRI plugin uses, so
+# an image imported there is one the kubelet sees.
+ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+# static_image TAG BINARY UID: a FROM scratch image holding one static binary, run as UID.
+static_image() {
+    local tag=$1 binary=$2 uid=$3 context
+    if docker image inspect "$tag" >/dev/null 2>&1 &&
+        [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.binary-sha256"}}' "$tag")" == "$(sha256sum <"$BIN_DIR/$binary" | cut -c1-64)" ]]; then
+        return 0
+    fi
+    context=$(mktemp -d)
+    cp "$BIN_DIR/$binary" "$context/$binary"
+    cat >"$context/Dockerfile" <<DOCKERFILE
+FROM scratch
+LABEL org.cloudvote.binary-sha256=$(sha256sum <"$BIN_DIR/$binary" | cut -c1-64)
+COPY $binary /$binary
+USER $uid:$uid
+ENTRYPOINT ["/$binary"]
+DOCKERFILE
+    # The classic builder: BuildKit needs the buildx plugin here, and a FROM scratch image
+    # with one COPY needs nothing BuildKit adds.
+    DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null || die "docker build of $tag failed"
+    rm -rf "$context"
+    say "  built $tag"
+}
+
+build_addon_images() {
+    # The pod sandbox: pause.c compiled static, so the image needs no libc.
+    if [[ ! -x $BIN_DIR/pause || $CLUSTER_DIR/src/pause/pause.c -nt $BIN_DIR/pause ]]; then
+        gcc -Os -static -o "$BIN_DIR/pause" "$CLUSTER_DIR/src/pause/pause.c" || die "gcc could not build pause"
+    fi
+    static_image "$PAUSE_IMAGE" pause 65535
+    static_image "$COREDNS_IMAGE" coredns 65532
+    static_image "$METRICS_SERVER_IMAGE" metrics-server 65534
+    static_image "$LOCAL_PATH_IMAGE" local-path-provisioner 65534
+}
+
+# load_images IMAGE...: copy images from the Docker engine into the node's containerd,
+# skipping any whose image id containerd already holds under that name.
+load_images() {
+    local image id name
+    for image in "$@"; do
+        id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "image $image is not in the Docker engine; build it first"
+        name=$(normalize_image "$image")
+        # Docker's image id is the config digest and containerd lists the manifest digest,
+        # so the import records Docker's id in a label to compare against next time.
+        if ctr_k8s images ls "name==$name" 2>/dev/null | grep -qF "docker-id=$id"; then
+            continue
+        fi
+        docker save "$image" | ctr_k8s images import - >/dev/null || die "could not import $image"
+        ctr_k8s images label "$name" "docker-id=$id" >/dev/null
+        say "  loaded $image"
+    done
+}
+
+# The name containerd stores: docker.io/library/ for a bare name, docker.io/ for user/name.
+normalize_image() {
+    local name=$1 first=${1%%/*}
+    if [[ $name != */* ]]; then
+        name=docker.io/library/$name
+    elif [[ $first != *.* && $first != *:* && $first != localhost ]]; then
+        name=docker.io/$name
+    fi
+    [[ $name == *:* && ${name##*/} == *:* ]] || name=$name:latest
+    echo "$name"
+}
