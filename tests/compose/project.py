@@ -11,9 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,102 +175,3 @@ class Project:
             interval=0.5,
             what=f"{poll} total == {expected}",
         )
-
-
-class SteadyVotes:
-    """Vote at a steady pace through the gateway from a few threads, recording each voter.
-
-    Each request names a new voter in its cookie, so the test knows exactly which voter
-    every outcome belongs to and can look each one up in PostgreSQL afterwards:
-
-    - accepted: 202. It must be counted, once.
-    - ambiguous: a 5xx, or no answer at all (a broken or reset connection, a timeout). The
-      vote may have reached Redis before the failure (say, Redis persisted it and was
-      stopped before it could answer), so it may or may not be counted; either is correct.
-      A send that raised is ambiguous too: the kernel may have delivered the bytes first.
-    - refused: any other answer (4xx), or no connection at all. It must not be counted.
-
-    Bounded: it stops when asked, or after `max_seconds` in any case.
-    """
-
-    def __init__(
-        self, project: Project, per_second: float = 150, threads: int = 3, max_seconds: float = 120
-    ) -> None:
-        self.project = project
-        self.interval = threads / per_second
-        self.threads = threads
-        self.max_seconds = max_seconds
-        self.accepted: set[str] = set()
-        self.ambiguous: set[str] = set()
-        self.refused: set[str] = set()
-        self.statuses: dict[str, int] = {}
-        self.outcomes: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-
-    @property
-    def voters(self) -> set[str]:
-        return self.accepted | self.ambiguous | self.refused
-
-    def __enter__(self) -> SteadyVotes:
-        for number in range(self.threads):
-            thread = threading.Thread(target=self._run, args=(number,), daemon=True)
-            thread.start()
-            self._workers.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._workers:
-            thread.join(timeout=30)
-        assert not any(t.is_alive() for t in self._workers), "vote threads did not stop"
-
-    def summary(self) -> str:
-        return (
-            f"accepted={len(self.accepted)} ambiguous={len(self.ambiguous)} "
-            f"refused={len(self.refused)} statuses={self.statuses}"
-        )
-
-    def _connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.project.port, timeout=15)
-
-    def _run(self, number: int) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        connection = self._connect()
-        body = json.dumps({"option": "ab"[number % 2]})
-        next_at = time.monotonic()
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                voter = secrets.token_hex(16)
-                headers = {"Content-Type": "application/json", "Cookie": f"voter_id={voter}"}
-                sent = False
-                try:
-                    if connection.sock is None:
-                        connection.connect()
-                    # From here on bytes may leave: a failure is no proof the vote was unsent.
-                    sent = True
-                    connection.request("POST", "/api/polls/default/votes", body, headers)
-                    response = connection.getresponse()
-                    response.read()
-                    outcome = str(response.status)
-                except (OSError, http.client.HTTPException) as error:
-                    connection.close()
-                    connection = self._connect()
-                    outcome = f"{'broken' if sent else 'unconnected'}:{type(error).__name__}"
-                with self._lock:
-                    self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
-                    self.outcomes[voter] = outcome
-                    if outcome == "202":
-                        self.accepted.add(voter)
-                    elif outcome.startswith(("5", "broken")):
-                        self.ambiguous.add(voter)
-                    else:
-                        self.refused.add(voter)
-                next_at += self.interval
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
-        finally:
-            connection.close()

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.compose.project import TIMINGS, Project, SteadyVotes
+from tests.compose.project import TIMINGS, Project
+from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
 # Load before the fault, and after recovery, so the fault lands mid-stream.
@@ -88,7 +89,7 @@ def test_every_accepted_vote_is_counted_exactly_once_after(
     stored_before = stack.stored_voters()
 
     started = time.monotonic()
-    with SteadyVotes(stack) as load:
+    with SteadyVotes("127.0.0.1", stack.port) as load:
         time.sleep(STEADY_SECONDS)
         fault(stack)
         time.sleep(STEADY_SECONDS)

@@ -1,0 +1,283 @@
+"""cloudvote deployed on a cluster, driven the way an operator would: kubectl and HTTP.
+
+Shared by the on-cluster tests (tests/kubernetes), the scenario tests and the cluster
+benchmark. Works against the current kubectl context: the local cluster of deploy/cluster,
+kind, minikube or a cloud cluster.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.kube import (
+    TEST_IMAGE,
+    Manifest,
+    apply,
+    condition,
+    get_json,
+    kubectl,
+    node_address,
+    temporary_namespace,
+    wait_pod_ready,
+)
+from tests.support.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_OVERLAY = REPO / "deploy/k8s/overlays/local-cluster"
+# The static PV's directory must exist on the node before its pod mounts it (STO-01);
+# 101 is the nginx user of the gateway's log shipper (overlays/local-cluster/README.md).
+STATIC_VOLUME_OWNER = 101
+
+
+def render(overlay: Path) -> list[Manifest]:
+    output = kubectl("kustomize", str(overlay), timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def adapt_storage_class(objects: list[Manifest]) -> list[Manifest]:
+    """Point the app's StorageClass at a provisioner this cluster runs.
+
+    deploy/k8s names rancher.io/local-path (kind, k3d, deploy/cluster). On a cluster
+    without it (minikube, a cloud), the class borrows the default class's provisioner, so
+    the claims bind the way that cluster binds claims. An existing class is left alone:
+    its provisioner is immutable.
+    """
+    classes = get_json("storageclasses")["items"]
+    provisioners = {c["provisioner"] for c in classes}
+    existing = {c["metadata"]["name"] for c in classes}
+    default = next(
+        (
+            c["provisioner"]
+            for c in classes
+            if c["metadata"]
+            .get("annotations", {})
+            .get("storageclass.kubernetes.io/is-default-class")
+            == "true"
+        ),
+        None,
+    )
+    adapted = []
+    for obj in objects:
+        if obj["kind"] == "StorageClass":
+            if obj["metadata"]["name"] in existing:
+                continue
+            if obj["provisioner"] not in provisioners and default:
+                adapted.append({**obj, "provisioner": default, "parameters": {}})
+                continue
+        adapted.append(obj)
+    return adapted
+
+
+def prepare_static_volumes(objects: list[Manifest]) -> None:
+    """Create each hostPath PersistentVolume's directory on the node, as its admin would.
+
+    A root pod in a throwaway namespace with the `privileged` Pod Security level does it,
+    so this works on any single-node cluster without shell access to the node.
+    """
+    paths = [
+        obj["spec"]["hostPath"]["path"]
+        for obj in objects
+        if obj["kind"] == "PersistentVolume" and "hostPath" in obj["spec"]
+    ]
+    if not paths:
+        return
+    parent = str(Path(paths[0]).parents[1])
+    script = (
+        "import os, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    os.makedirs(path, exist_ok=True)\n"
+        f"    os.chown(path, {STATIC_VOLUME_OWNER}, {STATIC_VOLUME_OWNER})\n"
+    )
+    labels = {"pod-security.kubernetes.io/enforce": "privileged"}
+    with temporary_namespace("cv-node-admin", labels=labels) as namespace:
+        apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "mkdir"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "mkdir",
+                            "image": TEST_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-c", script, *paths],
+                            "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+                            "volumeMounts": [{"name": "host", "mountPath": parent}],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "host",
+                            "hostPath": {"path": parent, "type": "DirectoryOrCreate"},
+                        }
+                    ],
+                },
+            },
+            namespace=namespace,
+        )
+        wait_until(
+            lambda: get_json("pod", "-n", namespace, "mkdir")["status"]["phase"],
+            lambda phase: phase in ("Succeeded", "Failed"),
+            timeout=120,
+            what="the node directory pod",
+        )
+        phase = get_json("pod", "-n", namespace, "mkdir")["status"]["phase"]
+        assert phase == "Succeeded", kubectl("logs", "-n", namespace, "mkdir").stdout
+
+
+def wait_app_ready(namespace: str, timeout: int = 300) -> None:
+    """Every Deployment and StatefulSet rolled out, and the migration Job complete."""
+    for kind in ("statefulset", "deployment"):
+        for name in get_json(kind, "-n", namespace)["items"]:
+            kubectl(
+                "rollout",
+                "status",
+                "-n",
+                namespace,
+                f"{kind}/{name['metadata']['name']}",
+                f"--timeout={timeout}s",
+                timeout=timeout + 30,
+            )
+    kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Complete",
+        "job/migrate",
+        f"--timeout={timeout}s",
+        timeout=timeout + 30,
+    )
+
+
+def deploy(overlay: Path) -> str:
+    """Render, adapt and apply an overlay; wait until it serves. Returns its namespace."""
+    objects = adapt_storage_class(render(overlay))
+    namespace = next(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
+    prepare_static_volumes(objects)
+    apply(*objects)
+    wait_app_ready(namespace)
+    return namespace
+
+
+@dataclass
+class Cloudvote:
+    """The deployed app: its namespace and the gateway's address from outside the cluster."""
+
+    namespace: str
+    host: str
+    port: int
+
+    @classmethod
+    def find(cls, namespace: str) -> Cloudvote:
+        gateway = get_json("service", "-n", namespace, "gateway")
+        if gateway["spec"]["type"] == "LoadBalancer":
+            ingress = wait_until(
+                lambda: get_json("service", "-n", namespace, "gateway")["status"][
+                    "loadBalancer"
+                ].get("ingress"),
+                timeout=60,
+                what="the gateway's load balancer address",
+            )
+            return cls(namespace, ingress[0].get("ip") or ingress[0]["hostname"], 80)
+        node_port = int(gateway["spec"]["ports"][0]["nodePort"])
+        return cls(namespace, node_address(), node_port)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def request(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def vote(self, option: str, voter: str | None = None, poll: str = "default") -> int:
+        headers = {"Content-Type": "application/json"}
+        if voter:
+            headers["Cookie"] = f"voter_id={voter}"
+        status, _ = self.request(
+            "POST", f"/api/polls/{poll}/votes", json.dumps({"option": option}), headers
+        )
+        return status
+
+    def results(self, poll: str = "default") -> dict[str, Any]:
+        status, body = self.request("GET", f"/api/polls/{poll}/results")
+        assert status == 200, f"results answered {status}: {body[:200]!r}"
+        results: dict[str, Any] = json.loads(body)
+        return results
+
+    def total(self, poll: str = "default") -> int:
+        results = self.results(poll)
+        assert not results.get("stale"), "results are stale (the store is down)"
+        return int(results["total"])
+
+    def psql(self, sql: str) -> str:
+        return kubectl(
+            "exec",
+            "-n",
+            self.namespace,
+            "postgres-0",
+            "-c",
+            "postgres",
+            "--",
+            "psql",
+            "-U",
+            "cloudvote",
+            "-d",
+            "cloudvote",
+            "-At",
+            "-c",
+            sql,
+        ).stdout
+
+    def stored_voters(self, poll: str = "default") -> set[str]:
+        return set(self.psql(f"SELECT voter_id FROM votes WHERE poll_id = '{poll}'").split())
+
+    def wait_total(self, expected: int, poll: str = "default", timeout: float = 120) -> int:
+        return wait_until(
+            lambda: self.total(poll),
+            lambda total: total == expected,
+            timeout=timeout,
+            interval=0.5,
+            what=f"{poll} total == {expected}",
+        )
+
+    def ready_pods(self, component: str) -> list[Manifest]:
+        pods = get_json("pods", "-n", self.namespace, "-l", f"app.kubernetes.io/name={component}")[
+            "items"
+        ]
+        return [
+            p
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp") and condition(p, "Ready") == "True"
+        ]
+
+
+def exec_python(namespace: str, pod: str, container: str, code: str, timeout: float = 60) -> str:
+    """Run Python inside a container (the app images have no shell tools worth relying on)."""
+    result = subprocess.run(
+        ["kubectl", "exec", "-n", namespace, pod, "-c", container, "--", "python", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return (result.stdout + result.stderr).strip()
+
+
+__all__ = ["Cloudvote", "deploy", "exec_python", "render", "wait_app_ready", "wait_pod_ready"]
