@@ -136,6 +136,18 @@ def prepare_static_volumes(objects: list[Manifest]) -> None:
 
 def wait_app_ready(namespace: str, timeout: int = 300) -> None:
     """Every Deployment and StatefulSet rolled out, and the migration Job complete."""
+    for hpa in get_json("hpa", "-n", namespace)["items"]:
+        # The HPA raises a Deployment to its minimum a few seconds after the apply; wait
+        # for that, so the rollout checks below see the final replica count.
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        wait_until(
+            lambda target=target: get_json("deployment", "-n", namespace, target)["spec"].get(
+                "replicas", 1
+            ),
+            lambda replicas, hpa=hpa: replicas >= hpa["spec"].get("minReplicas", 1),
+            timeout=120,
+            what=f"{target} scaled to its HPA minimum",
+        )
     for kind in ("statefulset", "deployment"):
         for name in get_json(kind, "-n", namespace)["items"]:
             kubectl(
@@ -281,3 +293,34 @@ def exec_python(namespace: str, pod: str, container: str, code: str, timeout: fl
 
 
 __all__ = ["Cloudvote", "deploy", "exec_python", "render", "wait_app_ready", "wait_pod_ready"]
+
+
+def read_claim(namespace: str, claim: str, code: str, timeout: float = 120) -> str:
+    """Run Python in a fresh pod that mounts `claim` read-only at /claim; return its output.
+
+    A separate pod, not an exec into the writer, so the check reads what the volume holds.
+    """
+    from tests.support.kube import client_pod
+
+    name = f"read-{claim}"[:50]
+    pod = client_pod(name, labels={"app.kubernetes.io/name": "claim-reader"})
+    pod["spec"]["restartPolicy"] = "Never"
+    pod["spec"]["containers"][0]["command"] = ["python", "-c", code]
+    pod["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "claim", "mountPath": "/claim", "readOnly": True}
+    ]
+    pod["spec"]["volumes"] = [
+        {"name": "claim", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    ]
+    kubectl("delete", "pod", "-n", namespace, name, "--ignore-not-found", "--wait=true")
+    apply(pod, namespace=namespace)
+    try:
+        wait_until(
+            lambda: get_json("pod", "-n", namespace, name)["status"]["phase"],
+            lambda phase: phase in ("Succeeded", "Failed"),
+            timeout=timeout,
+            what=f"the pod reading {claim}",
+        )
+        return kubectl("logs", "-n", namespace, name).stdout
+    finally:
+        kubectl("delete", "pod", "-n", namespace, name, "--wait=false", check=False)

@@ -63,7 +63,7 @@ def running(*args: str, env: dict[str, str] | None = None) -> Iterator[subproces
 
 
 @contextmanager
-def json_server(routes: dict[str, Any]) -> Iterator[int]:
+def json_server(routes: dict[str, Any], port: int = 0) -> Iterator[int]:
     """A loopback HTTP server answering GET <path> with the JSON in `routes`."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -82,7 +82,7 @@ def json_server(routes: dict[str, Any]) -> Iterator[int]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -277,6 +277,7 @@ def test_snapshot_fails_when_the_api_does_not_answer(tmp_path: Path) -> None:
             str(SCRIPTS / "snapshot_results.py"),
             f"--api=http://127.0.0.1:{free_port()}",
             f"--out={tmp_path}",
+            "--connect-wait=1",
         ],
         capture_output=True,
         text=True,
@@ -285,6 +286,34 @@ def test_snapshot_fails_when_the_api_does_not_answer(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_snapshot_retries_until_the_api_answers(tmp_path: Path) -> None:
+    """A refused first connection (a NetworkPolicy not yet programmed) is retried."""
+    port = free_port()
+    routes = {
+        "/api/polls": {"polls": [{"id": "default"}]},
+        "/api/polls/default/results": {"poll": "default", "counts": {"a": 1}, "total": 1},
+    }
+    snapshot = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPTS / "snapshot_results.py"),
+            f"--api=http://127.0.0.1:{port}",
+            f"--out={tmp_path}",
+            "--connect-wait=20",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2)  # refused meanwhile: nothing listens yet
+        assert snapshot.poll() is None, "gave up on the first refused connection"
+        with json_server(routes, port=port):
+            assert snapshot.wait(timeout=20) == 0
+    finally:
+        snapshot.kill()
+        snapshot.wait()
+    assert len(list(tmp_path.glob("results-*.json"))) == 1
 
 
 def _minute(seconds_ago: int) -> str:

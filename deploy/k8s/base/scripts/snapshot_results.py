@@ -5,7 +5,11 @@
 Reads the public results API (GET /api/polls, then /api/polls/<poll>/results for each),
 writes results-<UTC time>.json to --out atomically (a temporary file, then a rename, so
 a reader never sees half a file), and deletes all but the newest --keep snapshots.
-Exits 1 if the API does not answer, so the Job is marked Failed and retried. Standard
+Retries a refused or timed-out connection for up to --connect-wait seconds: a new pod's
+NetworkPolicy rules are programmed asynchronously (kube-router, Calico and Cilium all do
+it a moment after the pod starts), so a Job's very first request can be refused although
+the policy allows it. Exits 1 if the API still does not answer, so the Job is marked
+Failed and retried. Standard
 library only: it runs on the result image's Python (deploy/k8s/base/snapshot.yaml).
 """
 
@@ -58,20 +62,36 @@ def write_snapshot(out: Path, snapshot: dict[str, Any], keep: int) -> Path:
     return target
 
 
+def failed(error: Exception) -> int:
+    print(json.dumps({"event": "snapshot.failed", "error": str(error)}), file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api", required=True, help="the result service, e.g. http://result:5000")
     parser.add_argument("--out", type=Path, required=True, help="directory for the snapshots")
     parser.add_argument("--keep", type=int, default=96, help="how many snapshots to keep")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--connect-wait", type=float, default=30.0, help="seconds to retry a failed connection"
+    )
     args = parser.parse_args(argv)
     if args.keep < 1:
         parser.error("--keep must be at least 1")
-    try:
-        snapshot = take_snapshot(args.api.rstrip("/"), args.timeout)
-    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as error:
-        print(json.dumps({"event": "snapshot.failed", "error": str(error)}), file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + args.connect_wait
+    while True:
+        try:
+            snapshot = take_snapshot(args.api.rstrip("/"), args.timeout)
+            break
+        except urllib.error.HTTPError as error:  # the API answered: retrying will not help
+            return failed(error)
+        except (OSError, urllib.error.URLError) as error:
+            if time.monotonic() >= deadline:
+                return failed(error)
+            time.sleep(1)
+        except (ValueError, KeyError, TypeError) as error:
+            return failed(error)
     path = write_snapshot(args.out, snapshot, args.keep)
     print(
         json.dumps(
