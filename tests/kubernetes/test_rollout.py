@@ -1,0 +1,168 @@
+"""Rolling updates under a steady vote load (issue 6, Rolling update).
+
+A good release of vote, result and worker must cost no request and no vote; a bad image
+must stall without dropping traffic, and `kubectl rollout undo` must bring it back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kubernetes.app import Cloudvote
+from tests.support.kube import get_json, kubectl
+from tests.support.load import SteadyVotes
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+SERVICES = ("vote", "result", "worker")
+
+
+class ResultReader:
+    """Reads the results API through the gateway in a loop, counting non-200 answers."""
+
+    def __init__(self, app: Cloudvote, max_seconds: float = 600) -> None:
+        self.app = app
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(max_seconds,), daemon=True)
+
+    def __enter__(self) -> ResultReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self, max_seconds: float) -> None:
+        deadline = time.monotonic() + max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, _ = self.app.request("GET", "/api/polls/default/results")
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(str(status))
+            except OSError as error:
+                self.failures.append(type(error).__name__)
+            self._stop.wait(0.1)
+
+
+def container_image(app: Cloudvote, deployment: str) -> str:
+    spec = get_json("deployment", "-n", app.namespace, deployment)["spec"]["template"]["spec"]
+    return str(next(c for c in spec["containers"] if c["name"] == deployment)["image"])
+
+
+def assert_every_accepted_vote_counted(app: Cloudvote, load: SteadyVotes) -> None:
+    assert load.accepted, f"no vote was accepted: {load.summary()}"
+    wait_until(
+        lambda: load.accepted - app.stored_voters(),
+        lambda missing: not missing,
+        timeout=120,
+        interval=1,
+        what="every accepted voter in PostgreSQL",
+    )
+    assert not (load.refused & app.stored_voters()), "a refused vote was stored"
+
+
+@pytest.fixture
+def steady_load(app: Cloudvote) -> Iterator[SteadyVotes]:
+    with SteadyVotes(app.host, app.port, per_second=40, threads=2, max_seconds=600) as load:
+        time.sleep(2)  # the load is flowing before anything changes
+        yield load
+
+
+def test_release_of_every_service_under_load_fails_no_request_and_loses_no_vote(
+    app: Cloudvote, steady_load: SteadyVotes
+) -> None:
+    release = secrets.token_hex(3)
+    revisions_before = {
+        name: get_json("deployment", "-n", app.namespace, name)["metadata"]["generation"]
+        for name in SERVICES
+    }
+    with ResultReader(app) as reader:
+        for name in SERVICES:
+            # A new pod template is a new release: here a release marker in the
+            # environment, exactly what a new image tag does to the template.
+            kubectl(
+                "set",
+                "env",
+                "-n",
+                app.namespace,
+                f"deployment/{name}",
+                f"CLOUDVOTE_RELEASE={release}",
+            )
+            kubectl(
+                "rollout",
+                "status",
+                "-n",
+                app.namespace,
+                f"deployment/{name}",
+                "--timeout=240s",
+                timeout=270,
+            )
+        time.sleep(3)
+    steady_load.stop()
+
+    for name in SERVICES:
+        deployment = get_json("deployment", "-n", app.namespace, name)
+        assert deployment["metadata"]["generation"] > revisions_before[name]
+        assert deployment["status"]["updatedReplicas"] == deployment["status"]["readyReplicas"]
+    assert set(steady_load.statuses) == {"202"}, steady_load.summary()
+    assert reader.failures == [] and reader.ok > 0, reader.failures[:20]
+    assert_every_accepted_vote_counted(app, steady_load)
+
+
+def test_bad_image_stalls_the_rollout_without_dropping_traffic_and_undo_recovers(
+    app: Cloudvote, steady_load: SteadyVotes
+) -> None:
+    good_image = container_image(app, "vote")
+    bad_image = good_image.rsplit(":", 1)[0] + ":0.0.0-never-built"
+    ready_before = get_json("deployment", "-n", app.namespace, "vote")["status"]["readyReplicas"]
+
+    kubectl("set", "image", "-n", app.namespace, "deployment/vote", f"vote={bad_image}")
+    waiting = wait_until(
+        lambda: [
+            s["state"]["waiting"]["reason"]
+            for p in get_json("pods", "-n", app.namespace, "-l", "app.kubernetes.io/name=vote")[
+                "items"
+            ]
+            for s in p["status"].get("containerStatuses", [])
+            if s["image"].endswith("never-built") and "waiting" in s.get("state", {})
+        ],
+        lambda reasons: any("Image" in r for r in reasons),
+        timeout=90,
+        what="the new vote pod failing to get its image",
+    )
+    # maxUnavailable 0: the old pods stay, so the rollout stalls instead of breaking.
+    stalled = kubectl(
+        "rollout",
+        "status",
+        "-n",
+        app.namespace,
+        "deployment/vote",
+        "--timeout=20s",
+        check=False,
+        timeout=60,
+    )
+    assert stalled.returncode != 0
+    status = get_json("deployment", "-n", app.namespace, "vote")["status"]
+    assert status["readyReplicas"] >= ready_before
+    assert status.get("updatedReplicas", 0) <= 1
+
+    kubectl("rollout", "undo", "-n", app.namespace, "deployment/vote")
+    kubectl(
+        "rollout", "status", "-n", app.namespace, "deployment/vote", "--timeout=180s", timeout=210
+    )
+    steady_load.stop()
+
+    assert container_image(app, "vote") == good_image
+    assert any(r in ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff") for r in waiting)
+    assert set(steady_load.statuses) == {"202"}, steady_load.summary()
+    assert_every_accepted_vote_counted(app, steady_load)
