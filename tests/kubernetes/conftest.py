@@ -17,6 +17,8 @@ from tests.support.kube import kubectl
 from tests.support.opt_in import tier_requested
 
 HERE = Path(__file__).resolve().parent
+# Measurements a test reports (HPA reaction times), printed at the end of the run.
+TIMINGS: dict[str, float] = {}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -25,6 +27,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     ):
         return True
     return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("on-cluster timings")
+        for name, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.0f} s")
 
 
 @pytest.fixture(scope="session")
