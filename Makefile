@@ -12,7 +12,7 @@ export UV_SYSTEM_CERTS := 1
 # `python3 -m uv` works wherever pip put uv, whether or not its bin directory is on PATH.
 UV := $(PYTHON) -m uv
 
-.PHONY: run test lint typecheck unit integration e2e browser bench deps test-deps clean k8s-check compose-e2e
+.PHONY: run test lint typecheck unit integration e2e browser bench bench-cluster deps test-deps clean k8s-check compose-e2e
 
 ## run: the monolith on http://localhost:5000 (SQLite in ./data; no Docker, Redis or PostgreSQL)
 run: deps
@@ -42,6 +42,11 @@ typecheck: deps
 ## bench: ingest, drain and freshness benchmarks; JSON and PNG land in bench/results/
 bench: deps test-deps
 	$(BIN)/python -m bench.run
+
+## bench-cluster: Service vs direct ingest and pod startup on the current kubectl context's
+## cluster, from its node (method in bench/cluster_bench.py); writes bench/results/cluster.json
+bench-cluster: deps test-deps
+	$(BIN)/python -m bench.cluster_bench
 
 ## k8s-check: render every kustomize overlay and scenario, validate them offline, test them
 k8s-check: deps

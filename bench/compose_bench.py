@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 from tests.compose.project import Project, run
 
-from bench.ingest import WRK_POST_SCRIPT, run_wrk
+from bench.ingest import WRK_POST_SCRIPT, compare_interleaved
 from bench.machine import describe_machine
 
 RESULTS = Path(__file__).with_name("results")
@@ -132,18 +131,11 @@ def wrk_ingest(project: Project, seconds: int, rounds: int, workdir: Path) -> di
         "gateway_container_direct": f"http://{container_ip(project, 'gateway', 'frontend')}:8080/",
         "vote_container_direct": f"http://{container_ip(project, 'vote', 'frontend')}:5000/",
     }
-    for url in targets.values():
-        run_wrk(url, 2, script)  # warm-up: connections, keep-alive pools, imports
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
     # Interleaved rounds, each after a drained queue: drift on a shared machine (the
     # worker's backlog, other processes) then falls on every target alike.
-    for _ in range(rounds):
-        for name, url in targets.items():
-            wait_for_drain(project)
-            runs[name].append(run_wrk(url, seconds, script))
-    figures: dict[str, Any] = {}
-    for name, url in targets.items():
-        figures[name] = {"url": url, **median_run(runs[name]), "rounds": runs[name]}
+    figures: dict[str, Any] = compare_interleaved(
+        targets, seconds, rounds, script, before_each=lambda: wait_for_drain(project)
+    )
     direct = figures["vote_container_direct"]
     via = figures["gateway_container_direct"]
     figures["gateway_cost"] = {
@@ -152,10 +144,6 @@ def wrk_ingest(project: Project, seconds: int, rounds: int, workdir: Path) -> di
         "added_p99_ms": round(via["p99_ms"] - direct["p99_ms"], 3),
     }
     return figures
-
-
-def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(one[key] for one in runs) for key in runs[0]}
 
 
 def loadgen_ingest(project: Project, seconds: int) -> dict[str, Any]:

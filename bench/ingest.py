@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import statistics
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -16,6 +20,27 @@ wrk.method = "POST"
 wrk.body = "vote=a"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 """
+# The JSON API, each request from a new voter (as SteadyVotes in tests/support/load.py), so
+# every vote is a new row downstream and none is a cheap re-vote. The id is a random
+# per-thread prefix and a counter: unique without costing wrk a random number per byte.
+WRK_API_VOTE_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"option": "a"}'
+wrk.headers["Content-Type"] = "application/json"
+local prefix, counter = "", 0
+function init(args)
+  local urandom = assert(io.open("/dev/urandom", "rb"))
+  local bytes = urandom:read(8)
+  urandom:close()
+  prefix = (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+function request()
+  counter = counter + 1
+  wrk.headers["Cookie"] = "voter_id=" .. prefix .. string.format("%016x", counter)
+  return wrk.format()
+end
+"""
+API_VOTE_PATH = "/api/polls/default/votes"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -30,24 +55,36 @@ def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
 
 
 def run_wrk(
-    url: str, seconds: int, script: Path | None = None, servers: Iterable[int] = ()
+    url: str,
+    seconds: int,
+    script: Path | None = None,
+    servers: Iterable[int] = (),
+    connections: int = 16,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> dict[str, float]:
-    """Run wrk; with `servers` (pids), also report their CPU per request.
+    """Run wrk; with `servers` (pids) or a `cpu_clock`, also report server CPU per request.
 
     CPU per request does not depend on what else the machine is doing, unlike req/s,
-    so it is the figure to compare on a busy or shared machine.
+    so it is the figure to compare on a busy or shared machine. `cpu_clock` returns the
+    servers' CPU seconds so far, for servers that are not this machine's child processes
+    (pods: bench/cluster_bench.py reads their cgroups).
     """
-    command = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", url]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
     processes = [psutil.Process(pid) for pid in servers]
-    before = cpu_seconds(processes)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if cpu_clock is None and processes:
+        cpu_clock = functools.partial(cpu_seconds, processes)
+    before = cpu_clock() if cpu_clock else 0.0
+    # wrk stops itself after `seconds`; the timeout guards against a hung wrk (it can hang
+    # when its target's address disappears mid-run).
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=seconds + 15
+    ).stdout
     figures = parse_wrk(output)
-    if processes:
-        requests = figures["requests"]
-        used = cpu_seconds(processes) - before
-        figures["server_cpu_us_per_request"] = round(used / requests * 1e6, 1)
+    if cpu_clock and figures["requests"]:
+        used = cpu_clock() - before
+        figures["server_cpu_us_per_request"] = round(used / figures["requests"] * 1e6, 1)
     return figures
 
 
@@ -63,15 +100,82 @@ def parse_wrk(output: str) -> dict[str, float]:
         raise ValueError(f"wrk printed no rate:\n{output}")
     count = re.search(r"(\d+) requests in", output)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    # "Socket errors: connect 0, read 3, write 0, timeout 0": their sum.
     socket_errors = re.search(r"Socket errors: (.*)", output)
+    socket_error_count = sum(map(int, re.findall(r"\d+", socket_errors[1]))) if socket_errors else 0
     return {
         "requests_per_s": float(rate[1]),
         "requests": float(count[1]) if count else 0.0,
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "non_2xx_3xx": float(errors[1]) if errors else 0.0,
-        "socket_errors": 0.0 if socket_errors is None else 1.0,
+        "socket_errors": float(socket_error_count),
     }
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the runs (only figures that every run has)."""
+    if not runs:
+        return {}
+    keys = [key for key in runs[0] if key != "round" and all(key in one for one in runs)]
+    return {key: round(statistics.median(one[key] for one in runs), 3) for key in keys}
+
+
+class StopRounds(Exception):
+    """Raised by `before_each` when the comparison can no longer be fair (a target went away)."""
+
+
+def compare_interleaved(
+    targets: Mapping[str, str],
+    seconds: int,
+    rounds: int,
+    script: Path | None = None,
+    before_each: Callable[[], object] | None = None,
+    cpu_clock: Callable[[], float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The same wrk load on every target, in rounds; per target, the median run and all runs.
+
+    On a shared machine the load from elsewhere drifts over seconds and minutes. Taking
+    turns spreads that drift over every target alike, and rotating the order each round
+    stops one target always running right after another (or after `before_each`, such as
+    waiting for a queue to drain). Each run records its round, to pair runs up, and the
+    1-minute load average it started at, to show how busy the machine was. A run that
+    fails is recorded as such and the rounds go on; `before_each` may end them early by
+    raising StopRounds.
+    """
+    if not targets:
+        return {}
+    for url in targets.values():
+        run_wrk(url, 2, script)  # warm-up: connections, keep-alive pools, imports
+    names = list(targets)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    failed: dict[str, list[str]] = {name: [] for name in names}
+    stopped = None
+    for number in range(rounds):
+        shift = number % len(names)
+        try:
+            for name in names[shift:] + names[:shift]:
+                if before_each is not None:
+                    before_each()
+                load = os.getloadavg()[0]
+                try:
+                    figures = run_wrk(targets[name], seconds, script, cpu_clock=cpu_clock)
+                except (subprocess.SubprocessError, ValueError) as error:
+                    failed[name].append(f"round {number}: {type(error).__name__}: {error}"[:300])
+                    continue
+                runs[name].append({"round": number, **figures, "load_1m": round(load, 2)})
+        except StopRounds as reason:
+            stopped = f"after {number} rounds: {reason}"
+            break
+    result: dict[str, dict[str, Any]] = {}
+    for name in names:
+        entry = {"url": targets[name], **median_run(runs[name]), "rounds": runs[name]}
+        if failed[name]:
+            entry["failed_runs"] = failed[name]
+        if stopped:
+            entry["stopped_early"] = stopped
+        result[name] = entry
+    return result
 
 
 def measure_ingest(stack: Stack, seconds: int, web_concurrency: int = 2) -> dict[str, object]:
