@@ -23,9 +23,9 @@ from tests.support.kube import (
     hostname_deployment,
     kubectl,
     node_address,
-    pod_names,
     ready_pod_names,
     restricted_security,
+    wait_job_complete,
     wait_pod_ready,
     wait_rollout,
 )
@@ -200,15 +200,7 @@ def test_job_runs_to_completion(namespace: str) -> None:
         },
         namespace=namespace,
     )
-    kubectl(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Complete",
-        "job/sum",
-        "--timeout=120s",
-        timeout=150,
-    )
+    wait_job_complete(namespace, "sum", timeout=120)
     assert kubectl("logs", "-n", namespace, "job/sum").stdout.strip() == "5050"
 
 
@@ -306,4 +298,3 @@ def test_network_policy_blocks_and_allows_as_written(web: str) -> None:
         timeout=60,
         what="traffic from role=other once the policy is gone",
     )
-    assert pod_names(web, "role=other") == ["other"]

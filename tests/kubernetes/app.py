@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,16 @@ from tests.support.kube import (
     TEST_IMAGE,
     Manifest,
     apply,
-    condition,
+    client_pod,
     get_json,
     kubectl,
     node_address,
+    ready_pods,
     temporary_namespace,
-    wait_pod_ready,
+    wait_job_complete,
+    wait_rollout,
 )
+from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,25 +151,9 @@ def wait_app_ready(namespace: str, timeout: int = 300) -> None:
             what=f"{target} scaled to its HPA minimum",
         )
     for kind in ("statefulset", "deployment"):
-        for name in get_json(kind, "-n", namespace)["items"]:
-            kubectl(
-                "rollout",
-                "status",
-                "-n",
-                namespace,
-                f"{kind}/{name['metadata']['name']}",
-                f"--timeout={timeout}s",
-                timeout=timeout + 30,
-            )
-    kubectl(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Complete",
-        "job/migrate",
-        f"--timeout={timeout}s",
-        timeout=timeout + 30,
-    )
+        for workload in get_json(kind, "-n", namespace)["items"]:
+            wait_rollout(namespace, f"{kind}/{workload['metadata']['name']}", timeout)
+    wait_job_complete(namespace, "migrate", timeout)
 
 
 def deploy(overlay: Path) -> str:
@@ -270,29 +256,49 @@ class Cloudvote:
         )
 
     def ready_pods(self, component: str) -> list[Manifest]:
-        pods = get_json("pods", "-n", self.namespace, "-l", f"app.kubernetes.io/name={component}")[
-            "items"
-        ]
-        return [
-            p
-            for p in pods
-            if not p["metadata"].get("deletionTimestamp") and condition(p, "Ready") == "True"
-        ]
+        return ready_pods(self.namespace, f"app.kubernetes.io/name={component}")
+
+
+def assert_no_accepted_vote_lost(app: Cloudvote, load: SteadyVotes) -> None:
+    """Every accepted voter is stored, no refused one is, and the tallies match the rows."""
+    assert load.accepted, load.summary()
+    wait_until(
+        lambda: load.accepted - app.stored_voters(),
+        lambda missing: not missing,
+        timeout=180,
+        interval=1,
+        what=f"every accepted voter in PostgreSQL ({load.summary()})",
+    )
+    assert not (load.refused & app.stored_voters()), "a refused vote was stored"
+    # Read in one statement (one snapshot, while other votes may still arrive): nothing
+    # double-counted by a retried batch.
+    agree = app.psql(
+        "SELECT (SELECT count(*) FROM votes WHERE poll_id = 'default')"
+        " = (SELECT coalesce(sum(count), 0) FROM tallies WHERE poll_id = 'default')"
+    )
+    assert agree.strip() == "t"
 
 
 def exec_python(namespace: str, pod: str, container: str, code: str, timeout: float = 60) -> str:
-    """Run Python inside a container (the app images have no shell tools worth relying on)."""
-    result = subprocess.run(
-        ["kubectl", "exec", "-n", namespace, pod, "-c", container, "--", "python", "-c", code],
-        capture_output=True,
-        text=True,
+    """Run Python inside a container (the app images have no shell tools worth relying on).
+
+    Returns stdout and stderr together, whatever the exit status: callers assert on it.
+    """
+    result = kubectl(
+        "exec",
+        "-n",
+        namespace,
+        pod,
+        "-c",
+        container,
+        "--",
+        "python",
+        "-c",
+        code,
         timeout=timeout,
         check=False,
     )
     return (result.stdout + result.stderr).strip()
-
-
-__all__ = ["Cloudvote", "deploy", "exec_python", "render", "wait_app_ready", "wait_pod_ready"]
 
 
 def read_claim(namespace: str, claim: str, code: str, timeout: float = 120) -> str:
@@ -300,8 +306,6 @@ def read_claim(namespace: str, claim: str, code: str, timeout: float = 120) -> s
 
     A separate pod, not an exec into the writer, so the check reads what the volume holds.
     """
-    from tests.support.kube import client_pod
-
     name = f"read-{claim}"[:50]
     pod = client_pod(name, labels={"app.kubernetes.io/name": "claim-reader"})
     pod["spec"]["restartPolicy"] = "Never"

@@ -15,7 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.kubernetes.app import Cloudvote, exec_python, read_claim
 from tests.support.browser import BrowserMissing, launch_chromium
-from tests.support.kube import condition, get_json, kubectl
+from tests.support.kube import condition, get_json, kubectl, wait_job_complete
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -105,15 +105,7 @@ def test_cronjob_snapshot_lands_on_its_volume(app: Cloudvote) -> None:
     job = f"snapshot-now-{secrets.token_hex(3)}"
     # What an operator does to run a CronJob now instead of waiting for its schedule.
     kubectl("create", "job", "-n", app.namespace, job, "--from=cronjob/snapshot")
-    kubectl(
-        "wait",
-        "-n",
-        app.namespace,
-        "--for=condition=Complete",
-        f"job/{job}",
-        "--timeout=180s",
-        timeout=210,
-    )
+    wait_job_complete(app.namespace, job)
     listing = read_claim(app.namespace, "result-snapshots", LATEST_SNAPSHOT)
     snapshot = json.loads(listing.strip().splitlines()[-1])
     assert snapshot["files"] >= 1
@@ -164,7 +156,7 @@ def test_adapter_serves_worker_stats_as_prometheus_metrics(app: Cloudvote) -> No
         for c in get_json("pod", "-n", app.namespace, pod)["spec"]["containers"]
         for p in c.get("ports", [])
     }
-    port = ports.get("adapter-metrics") or ports.get("metrics") or 9100
+    port = ports["adapter-metric"]
     body = exec_python(
         app.namespace,
         pod,

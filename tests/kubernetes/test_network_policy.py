@@ -65,6 +65,7 @@ def test_vote_cannot_reach_postgres(app: Cloudvote) -> None:
 
 def test_result_cannot_reach_redis(app: Cloudvote) -> None:
     pod = first_ready(app, "result")
+    assert connect(app.namespace, pod, "result", "postgres", 5432) == "open"  # control
     assert connect(app.namespace, pod, "result", "redis", 6379) != "open"
 
 

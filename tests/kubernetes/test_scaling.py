@@ -18,7 +18,7 @@ import pytest
 
 from tests.kubernetes.app import Cloudvote
 from tests.kubernetes.conftest import TIMINGS
-from tests.support.kube import get_json, kubectl
+from tests.support.kube import get_json, kubectl, wait_rollout
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
@@ -84,15 +84,7 @@ def test_vote_scales_out_under_load_and_back_in_after_the_window(
             what="the HPA scaling vote out",
         )
         TIMINGS["hpa scale-out (load start to more replicas)"] = time.monotonic() - started
-        kubectl(
-            "rollout",
-            "status",
-            "-n",
-            app.namespace,
-            "deployment/vote",
-            "--timeout=180s",
-            timeout=210,
-        )
+        wait_rollout(app.namespace, "deployment/vote")
     stopped = time.monotonic()
     assert load.accepted, load.summary()
     assert scaled_to <= int(short_window["maxReplicas"])

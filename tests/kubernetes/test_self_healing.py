@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kubernetes.app import Cloudvote
+from tests.kubernetes.app import Cloudvote, assert_no_accepted_vote_lost
 from tests.support.kube import condition, get_json, kubectl
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
@@ -82,26 +82,6 @@ def under_load(
         wait_until(recovered, timeout=180, interval=1, what="recovery")
         time.sleep(5)  # votes flow again after the recovery, too
     return load
-
-
-def assert_no_accepted_vote_lost(app: Cloudvote, load: SteadyVotes) -> None:
-    assert load.accepted, load.summary()
-    missing = wait_until(
-        lambda: load.accepted - app.stored_voters(),
-        lambda missing: not missing,
-        timeout=180,
-        interval=1,
-        what=f"every accepted voter in PostgreSQL ({load.summary()})",
-    )
-    assert missing == set()
-    assert not (load.refused & app.stored_voters()), "a refused vote was stored"
-    # The tallies agree with the rows, read in one statement (one snapshot, while other
-    # votes may still arrive): nothing double-counted by a retried batch.
-    agree = app.psql(
-        "SELECT (SELECT count(*) FROM votes WHERE poll_id = 'default')"
-        " = (SELECT coalesce(sum(count), 0) FROM tallies WHERE poll_id = 'default')"
-    )
-    assert agree.strip() == "t"
 
 
 def test_deleted_vote_pod_is_replaced_and_no_vote_is_lost(app: Cloudvote) -> None:

@@ -193,6 +193,18 @@ def wait_rollout(namespace: str, kind_name: str, timeout: int = 180) -> None:
     )
 
 
+def wait_job_complete(namespace: str, job: str, timeout: int = 180) -> None:
+    kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Complete",
+        f"job/{job}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 30,
+    )
+
+
 def wait_pod_ready(namespace: str, pod: str, timeout: int = 120) -> None:
     kubectl(
         "wait",
@@ -240,15 +252,15 @@ def pod_names(namespace: str, selector: str) -> list[str]:
     return sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
 
 
-def ready_pod_names(namespace: str, selector: str) -> list[str]:
+def ready_pods(namespace: str, selector: str) -> list[Manifest]:
+    """Pods that are Ready and not on their way out (a deleted pod stays Ready a moment)."""
     pods = get_json("pods", "-n", namespace, "-l", selector)["items"]
-    return sorted(
-        p["metadata"]["name"]
+    return [
+        p
         for p in pods
         if not p["metadata"].get("deletionTimestamp") and condition(p, "Ready") == "True"
-    )
+    ]
 
 
-def events_for(namespace: str, name: str) -> list[Manifest]:
-    events = get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return list(events["items"])
+def ready_pod_names(namespace: str, selector: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in ready_pods(namespace, selector))

@@ -11,12 +11,14 @@ BIN_DIR=$CLUSTER_HOME/bin
 STATE_DIR=$CLUSTER_HOME/state
 PKI_DIR=$STATE_DIR/pki
 LOG_DIR=$STATE_DIR/logs
-PID_DIR=$STATE_DIR/pids
 KUBELET_DIR=$STATE_DIR/kubelet
 CNI_CONF_DIR=$STATE_DIR/cni
 # Sockets and runtime state: tmpfs, outside the repository (a socket path must stay short).
 RUN_DIR=/run/cloudvote-cluster
 CONTAINERD_SOCK=$RUN_DIR/containerd.sock
+# Pid files on tmpfs too: after a reboot a stale pid could name an unrelated process,
+# which `up` would take for a running component and `down` would kill.
+PID_DIR=$RUN_DIR/pids
 # Where kube-controller-manager's hostpath provisioner creates dynamic volumes.
 HOSTPATH_PV_DIR=/tmp/hostpath_pv
 # The static PersistentVolumes in deploy/k8s live here (hostPath, see base/storage.yaml).
@@ -24,10 +26,8 @@ STATIC_PV_DIR=/var/local/cloudvote
 
 # Versions: each is the module version the wrapper go.mod in deploy/cluster/src pins.
 KUBE_VERSION=v1.34.4
-ETCD_VERSION=v3.5.35
 COREDNS_VERSION=1.14.7
 METRICS_SERVER_VERSION=0.8.0
-KUBE_ROUTER_VERSION=v2.1.0
 PAUSE_IMAGE=cloudvote.local/pause:3.10
 COREDNS_IMAGE=cloudvote.local/coredns:$COREDNS_VERSION
 METRICS_SERVER_IMAGE=cloudvote.local/metrics-server:$METRICS_SERVER_VERSION
@@ -52,6 +52,7 @@ node_ip() { ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++)
 
 ADMIN_KUBECONFIG=$STATE_DIR/admin.kubeconfig
 export PATH=$BIN_DIR:$PATH
+mkdir -p "$CLUSTER_HOME"
 
 step_number=0
 say() { printf '[%s %s] %s\n' "$SCRIPT_NAME" "$(date +%T)" "$*" >&2; }
