@@ -99,15 +99,19 @@ def test_dns_resolves_service_names(web: str, host: str) -> None:
     assert answer in ready_pod_names(web, "app=web"), answer
 
 
+def answer_from_outside(namespace: str, url: str) -> str:
+    """GET url from this machine until one of the web pods answers by name."""
+    return wait_until(
+        lambda: http_get(url),
+        lambda body: body in ready_pod_names(namespace, "app=web"),
+        timeout=30,
+        what=f"a web pod answering {url}",
+    )
+
+
 def test_node_port_answers_on_the_node_address(web: str) -> None:
     port = get_json("service", "-n", web, "web-nodeport")["spec"]["ports"][0]["nodePort"]
-    answer = wait_until(
-        lambda: http_get(f"http://{node_address()}:{port}/"),
-        lambda body: body in ready_pod_names(web, "app=web"),
-        timeout=30,
-        what=f"an answer on NodePort {port}",
-    )
-    assert answer.startswith("web-")
+    assert answer_from_outside(web, f"http://{node_address()}:{port}/").startswith("web-")
 
 
 def test_load_balancer_gets_an_address_that_answers(web: str) -> None:
@@ -117,13 +121,7 @@ def test_load_balancer_gets_an_address_that_answers(web: str) -> None:
         what="an ingress address on the LoadBalancer Service",
     )
     address = ingress[0].get("ip") or ingress[0]["hostname"]
-    answer = wait_until(
-        lambda: http_get(f"http://{address}/"),
-        lambda body: body in ready_pod_names(web, "app=web"),
-        timeout=30,
-        what=f"an answer from the load balancer at {address}",
-    )
-    assert answer.startswith("web-")
+    assert answer_from_outside(web, f"http://{address}/").startswith("web-")
 
 
 def volume_pod(name: str) -> Manifest:

@@ -166,6 +166,27 @@ def deploy(overlay: Path) -> str:
     return namespace
 
 
+def psql(namespace: str, sql: str) -> str:
+    """Run one SQL statement in the namespace's postgres-0, unaligned, tuples only."""
+    return kubectl(
+        "exec",
+        "-n",
+        namespace,
+        "postgres-0",
+        "-c",
+        "postgres",
+        "--",
+        "psql",
+        "-U",
+        "cloudvote",
+        "-d",
+        "cloudvote",
+        "-At",
+        "-c",
+        sql,
+    ).stdout
+
+
 @dataclass
 class Cloudvote:
     """The deployed app: its namespace and the gateway's address from outside the cluster."""
@@ -225,23 +246,7 @@ class Cloudvote:
         return int(results["total"])
 
     def psql(self, sql: str) -> str:
-        return kubectl(
-            "exec",
-            "-n",
-            self.namespace,
-            "postgres-0",
-            "-c",
-            "postgres",
-            "--",
-            "psql",
-            "-U",
-            "cloudvote",
-            "-d",
-            "cloudvote",
-            "-At",
-            "-c",
-            sql,
-        ).stdout
+        return psql(self.namespace, sql)
 
     def stored_voters(self, poll: str = "default") -> set[str]:
         return set(self.psql(f"SELECT voter_id FROM votes WHERE poll_id = '{poll}'").split())

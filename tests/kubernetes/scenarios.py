@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.kubernetes.app import REPO, adapt_storage_class, deploy, render
+from tests.kubernetes.app import REPO, adapt_storage_class, deploy, psql, render
+from tests.support import kube
 from tests.support.kube import Manifest, apply, condition, get_json, kubectl
 from tests.support.waiting import wait_until
 
@@ -162,7 +163,7 @@ def wait_new_pod(
 
 
 def ready_pods(selector: str) -> list[Manifest]:
-    return [p for p in pods(selector) if condition(p, "Ready") == "True"]
+    return kube.ready_pods(NAMESPACE, selector)
 
 
 def pod_events(pod: str) -> list[Manifest]:
@@ -225,24 +226,7 @@ def cast_votes(count: int) -> set[str]:
 
 
 def stored_voters() -> set[str]:
-    out = kubectl(
-        "exec",
-        "-n",
-        NAMESPACE,
-        "postgres-0",
-        "-c",
-        "postgres",
-        "--",
-        "psql",
-        "-U",
-        "cloudvote",
-        "-d",
-        "cloudvote",
-        "-At",
-        "-c",
-        "SELECT voter_id FROM votes WHERE poll_id = 'default'",
-    ).stdout
-    return set(out.split())
+    return set(psql(NAMESPACE, "SELECT voter_id FROM votes WHERE poll_id = 'default'").split())
 
 
 def wait_stored(voters: set[str], timeout: float = 120) -> None:

@@ -30,35 +30,22 @@ def replicas(app: Cloudvote) -> int:
     return int(get_json("deployment", "-n", app.namespace, "vote")["spec"]["replicas"])
 
 
+def set_behavior(app: Cloudvote, behavior: dict[str, Any]) -> None:
+    patch = json.dumps({"spec": {"behavior": behavior}})
+    kubectl("patch", "hpa", "-n", app.namespace, "vote", "--type=merge", "-p", patch)
+
+
 @pytest.fixture
 def short_window(app: Cloudvote) -> Iterator[dict[str, Any]]:
     hpa = get_json("hpa", "-n", app.namespace, "vote")
     original = hpa["spec"]["behavior"]
     patched = json.loads(json.dumps(original))
     patched["scaleDown"]["stabilizationWindowSeconds"] = TEST_WINDOW_SECONDS
-    kubectl(
-        "patch",
-        "hpa",
-        "-n",
-        app.namespace,
-        "vote",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"behavior": patched}}),
-    )
+    set_behavior(app, patched)
     try:
         yield hpa["spec"]
     finally:
-        kubectl(
-            "patch",
-            "hpa",
-            "-n",
-            app.namespace,
-            "vote",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"behavior": original}}),
-        )
+        set_behavior(app, original)
 
 
 def test_vote_scales_out_under_load_and_back_in_after_the_window(
