@@ -15,13 +15,17 @@ from typing import TYPE_CHECKING
 
 from cloudvote.adapters.polls_file import load_polls_file
 from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.application.live_results import LiveResults, PollingTallyChanges
 from cloudvote.application.results import ResultsView
 from cloudvote.application.voting import VoteCaster
 from cloudvote.config import Settings
 from cloudvote.domain.polls import PollCatalog
-from cloudvote.observability.metrics import PrometheusDrainObserver
+from cloudvote.observability.metrics import (
+    PrometheusDrainObserver,
+    PrometheusLiveResultsObserver,
+)
 from cloudvote.ports.queue import QueueUnavailable, VoteQueue, VoteSource
-from cloudvote.ports.store import VoteStore
+from cloudvote.ports.store import TallyChanges, VoteStore
 
 if TYPE_CHECKING:
     from cloudvote.adapters.redis_streams import RedisVoteQueue
@@ -41,6 +45,7 @@ class Components:
     catalog: PollCatalog
     caster: VoteCaster | None = None
     results: ResultsView | None = None
+    live: LiveResults | None = None
     drainer: VoteDrainer | None = None
     queue: VoteQueue | None = None
     store: VoteStore | None = None
@@ -70,11 +75,14 @@ def _redis_queue(settings: Settings, components: Components) -> RedisVoteQueue:
     return queue
 
 
-def _postgres_store(settings: Settings, components: Components) -> VoteStore:
+def _postgres_store(settings: Settings, components: Components, service: str) -> VoteStore:
     from cloudvote.adapters.postgres import PostgresVoteStore, create_pool
 
     pool = create_pool(
-        settings.require_database_url(), settings.database_password, settings.database_pool_size
+        settings.require_database_url(),
+        settings.database_password,
+        settings.database_pool_size,
+        application_name=f"cloudvote-{service}",
     )
     components.closers.append(pool.close)
     store = PostgresVoteStore(pool)
@@ -94,18 +102,34 @@ def build_vote_service(settings: Settings) -> Components:
     return components
 
 
+def _live_results(settings: Settings, view: ResultsView, changes: TallyChanges) -> LiveResults:
+    return LiveResults(
+        view,
+        changes,
+        max_streams=settings.max_streams,
+        observer=PrometheusLiveResultsObserver(),
+    )
+
+
 def build_result_service(settings: Settings) -> Components:
+    from cloudvote.adapters.postgres import PostgresTallyChanges, conninfo_with_password
+
     components = Components(settings, load_catalog(settings))
-    store = _postgres_store(settings, components)
+    store = _postgres_store(settings, components, "result")
     components.store = store
     components.results = ResultsView(components.catalog, store)
+    changes = PostgresTallyChanges(
+        conninfo_with_password(settings.require_database_url(), settings.database_password)
+    )
+    components.live = _live_results(settings, components.results, changes)
+    components.closers.append(components.live.stop)
     return components
 
 
 def build_worker(settings: Settings) -> Components:
     components = Components(settings, load_catalog(settings))
     source = _redis_queue(settings, components)
-    store = _postgres_store(settings, components)
+    store = _postgres_store(settings, components, "worker")
     # Redis may come up after the worker: the drain loop recreates a missing group on
     # NOGROUP, so the worker then waits with backoff instead of crash-looping at start.
     with contextlib.suppress(QueueUnavailable):
@@ -136,6 +160,9 @@ def build_monolith(settings: Settings) -> Components:
     components.store = store
     components.caster = VoteCaster(components.catalog, queue)
     components.results = ResultsView(components.catalog, store)
+    # SQLite cannot announce commits, so the one feed thread re-reads what is watched.
+    components.live = _live_results(settings, components.results, PollingTallyChanges())
+    components.closers.append(components.live.stop)
     components.drainer = VoteDrainer(
         components.catalog,
         source,

@@ -44,6 +44,9 @@ class Settings:
     batch_size: int = 2000
     claim_idle_ms: int = 15_000
     database_pool_size: int = 4
+    # Open live-result streams one result process serves; past it, a viewer gets 503 and
+    # retries. Sized in docs/performance.md (memory per stream) and the result manifests.
+    max_streams: int = 4000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -105,7 +108,12 @@ _VARIABLES = {
     "batch_size": "WORKER_BATCH_SIZE",
     "claim_idle_ms": "WORKER_CLAIM_IDLE_MS",
     "database_pool_size": "DATABASE_POOL_SIZE",
+    "max_streams": "RESULT_MAX_STREAMS",
 }
+
+
+# Counts where 0 or less would make a service that cannot serve anything.
+_POSITIVE = frozenset({"web_concurrency", "batch_size", "database_pool_size", "max_streams"})
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> str:
@@ -125,12 +133,15 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
     for name, value in values.items():
         if name not in types:
             raise InvalidSetting(f"unknown setting {name!r}")
-        if types[name] in ("int", int) and not isinstance(value, int):
-            try:
-                coerced[name] = int(str(value))
-            except ValueError:
-                variable = _VARIABLES.get(name, name)
-                raise InvalidSetting(f"{variable} must be an integer, got {value!r}") from None
-        else:
+        if types[name] not in ("int", int):
             coerced[name] = value
+            continue
+        variable = _VARIABLES.get(name, name)
+        try:
+            number = value if isinstance(value, int) else int(str(value))
+        except ValueError:
+            raise InvalidSetting(f"{variable} must be an integer, got {value!r}") from None
+        if name in _POSITIVE and number < 1:
+            raise InvalidSetting(f"{variable} must be at least 1, got {value!r}")
+        coerced[name] = number
     return coerced

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.browser
 # The console script installed next to the interpreter running the tests (the venv's).
 CLOUDVOTE = Path(sys.executable).with_name("cloudvote")
 # Settings from the developer's shell must not change the poll or point at other stores.
-_APP_VARIABLE = re.compile(r"^(PORT|OPTION_[AB]|CLOUDVOTE_.*|REDIS_.*|DATABASE_.*)$")
+_APP_VARIABLE = re.compile(r"^(PORT|OPTION_[AB]|CLOUDVOTE_.*|REDIS_.*|DATABASE_.*|RESULT_.*)$")
 START_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 10.0
 # Clicks, page loads and plain waits; generous, because CI machines are slow.
@@ -45,9 +45,10 @@ class MonolithFailed(RuntimeError):
 class Monolith:
     """``cloudvote dev`` as a subprocess on a free loopback port, with its own data dir."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, **settings: str) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.settings = settings
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -71,6 +72,7 @@ class Monolith:
 
     def _launch_and_wait(self) -> None:
         env = {k: v for k, v in os.environ.items() if not _APP_VARIABLE.match(k)}
+        env.update(self.settings)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
@@ -284,6 +286,87 @@ def test_results_page_is_not_live_until_the_stream_delivers(page: Page, monolith
     page.route("**/results/stream", lambda route: None)
     page.goto("/results")
 
-    expect_counts(page, a=1, b=0)  # drawn from the JSON API alone
+    expect_counts(page, a=1, b=0)  # in the HTML the server rendered
     page.wait_for_timeout(1_000)  # a stream that was going to deliver would have by now
     expect(page.locator("#status")).not_to_have_text("live")
+
+
+def test_results_page_shows_the_counts_with_javascript_off(
+    browser: Browser, monolith: Monolith
+) -> None:
+    for option in ("a", "a", "b"):
+        posted = requests.post(
+            f"{monolith.url}/", data={"vote": option}, allow_redirects=False, timeout=5
+        )
+        assert posted.status_code == 303, posted.text
+    wait_for_total(monolith, 3)
+    context = browser.new_context(base_url=monolith.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto("/results")
+
+        # No script ran, so these come from the server's HTML alone.
+        assert page.text_content("#count-a") == "2"
+        assert page.text_content("#count-b") == "1"
+        assert page.text_content("#total") == "3"
+        assert "66.7%" in (page.get_attribute("#bar-a", "style") or "")
+    finally:
+        context.close()
+
+
+def test_a_viewer_refused_at_the_stream_limit_keeps_the_counts_and_retries(
+    new_visitor: Callable[[], BrowserContext], tmp_path: Path
+) -> None:
+    server = Monolith(tmp_path / "capped", tmp_path / "capped.log", RESULT_MAX_STREAMS="1")
+    server.start()
+    try:
+        posted = requests.post(
+            f"{server.url}/", data={"vote": "a"}, allow_redirects=False, timeout=5
+        )
+        assert posted.status_code == 303, posted.text
+        wait_for_total(server, 1)
+        first = new_visitor().new_page()
+        first.goto(f"{server.url}/results")
+        expect(first.locator("#status")).to_have_text("live")
+
+        # The one stream slot is taken: the second viewer is told to wait, and keeps the
+        # counts the page arrived with.
+        second = new_visitor().new_page()
+        refused = []
+        second.on(
+            "response",
+            lambda r: refused.append(r.status) if r.url.endswith("/results/stream") else None,
+        )
+        second.goto(f"{server.url}/results")
+        expect(second.locator("#status")).to_contain_text("server busy, retrying")
+        assert refused and refused[0] == 503
+        assert second.text_content("#count-a") == "1"
+
+        # A slot frees up: the page's own retry, with backoff, gets the stream. The
+        # server notices the closed stream when it next writes to it, so votes follow.
+        first.close()
+        for voter in range(2):
+            posted = requests.post(
+                f"{server.url}/",
+                data={"vote": "b"},
+                cookies={"voter_id": f"{voter:032x}"},
+                allow_redirects=False,
+                timeout=5,
+            )
+            assert posted.status_code == 303, posted.text
+            time.sleep(0.5)
+        expect(second.locator("#status")).to_have_text("live", timeout=20_000)
+        expect_counts(second, a=1, b=2)
+    finally:
+        server.stop()
+
+
+def wait_for_total(server: Monolith, total: int) -> None:
+    """Bounded wait until the monolith's worker thread has stored `total` votes."""
+    deadline = time.monotonic() + LIVE_UPDATE_MS / 1000
+    while time.monotonic() < deadline:
+        body = requests.get(f"{server.url}/api/polls/default/results", timeout=5).json()
+        if body["total"] == total:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the monolith did not reach {total} votes: {body}")

@@ -84,6 +84,7 @@ class InMemoryVoteStore:
         self._tallies: dict[str, dict[str, int]] = {}
         self.available = True
         self.transactions = 0
+        self.reads = 0
 
     def _check(self) -> None:
         if not self.available:
@@ -108,8 +109,42 @@ class InMemoryVoteStore:
 
     def counts(self, poll_id: str) -> dict[str, int]:
         with self._lock:
+            self.reads += 1
             self._check()
             return dict(self._tallies.get(poll_id, {}))
 
     def ping(self) -> None:
         self._check()
+
+
+class InMemoryTallyChanges:
+    """TallyChanges for tests: `announce` plays the part of PostgreSQL's NOTIFY."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pending: set[str] = set()
+        self._connected = False
+        self.available = True
+        self.closed = False
+
+    def announce(self, *poll_ids: str) -> None:
+        with self._changed:
+            self._pending.update(poll_ids)
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> set[str] | None:
+        with self._changed:
+            if not self.available:
+                self._connected = False
+                raise StoreUnavailable("in-memory change feed switched off")
+            if not self._connected:
+                self._connected = True
+                return None  # like a fresh LISTEN: earlier changes are unknown
+            self._changed.wait_for(lambda: bool(self._pending) or self.closed, timeout)
+            changed, self._pending = self._pending, set()
+            return changed
+
+    def close(self) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()

@@ -42,7 +42,9 @@ def conninfo_with_password(url: str, password: str = "") -> str:
     return make_conninfo(url, password=password) if password else url
 
 
-def create_pool(url: str, password: str = "", max_size: int = 4) -> ConnectionPool:
+def create_pool(
+    url: str, password: str = "", max_size: int = 4, application_name: str = "cloudvote"
+) -> ConnectionPool:
     """A pool that opens lazily, so a process starts even while PostgreSQL is down."""
     pool = ConnectionPool(
         conninfo_with_password(url, password),
@@ -51,7 +53,8 @@ def create_pool(url: str, password: str = "", max_size: int = 4) -> ConnectionPo
         open=False,
         # A connection broken by a server restart is found and replaced at checkout.
         check=ConnectionPool.check_connection,
-        kwargs={"connect_timeout": 3, "application_name": "cloudvote"},
+        # The name shows in pg_stat_activity, so an operator sees which service holds what.
+        kwargs={"connect_timeout": 3, "application_name": application_name},
         reconnect_timeout=0,
     )
     pool.open(wait=False)
@@ -111,6 +114,48 @@ class PostgresVoteStore:
             conn.rollback()
 
         self._run(select_one)
+
+
+class PostgresTallyChanges:
+    """The tally triggers' notifications (migration 0002), on one LISTEN connection.
+
+    One per result process: however many viewers it serves, the process holds one idle
+    connection and reads a poll's counts only when a commit has changed them.
+    """
+
+    CHANNEL = "cloudvote_tallies"
+
+    def __init__(self, conninfo: str, application_name: str = "cloudvote-result") -> None:
+        self.conninfo = conninfo
+        self.application_name = application_name
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def wait(self, timeout: float) -> set[str] | None:
+        try:
+            if self._conn is None:
+                self._conn = psycopg.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    connect_timeout=3,
+                    application_name=self.application_name,
+                )
+                self._conn.execute(f"LISTEN {self.CHANNEL}")
+                # Commits made while we were not listening were never announced to us.
+                return None
+            # Wait for the first notification, then take whatever else has arrived: a
+            # burst of commits becomes one set of polls to re-read.
+            changed = {n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)}
+            if changed:
+                changed.update(n.payload for n in self._conn.notifies(timeout=0))
+            return changed
+        except psycopg.Error as error:
+            self.close()
+            raise StoreUnavailable(f"postgres: change feed: {error}") from error
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
 
 
 def migrate(conninfo: str, wait_seconds: float = 0.0) -> list[str]:

@@ -30,6 +30,7 @@ class DrainObserver(Protocol):
     def batch_applied(self, size: int, changed: int, seconds: float) -> None: ...
     def dead_lettered(self, reason: str) -> None: ...
     def retried(self, dependency: str) -> None: ...
+    def depth_measured(self, depth: int) -> None: ...
 
 
 @dataclass
@@ -43,6 +44,8 @@ class DrainStats:
     retries: int = 0
     last_batch_size: int = 0
     last_progress: float = field(default_factory=time.monotonic)
+    # Read by the loop, so /stats and /metrics never wait on the queue themselves.
+    queue_depth: int | None = None
 
     def batch_applied(self, size: int, changed: int, seconds: float) -> None:
         self.batches += 1
@@ -56,6 +59,9 @@ class DrainStats:
     def retried(self, dependency: str) -> None:
         self.retries += 1
 
+    def depth_measured(self, depth: int) -> None:
+        self.queue_depth = depth
+
 
 @dataclass(frozen=True)
 class DrainSettings:
@@ -64,6 +70,8 @@ class DrainSettings:
     # A message pending this long belongs to a consumer presumed dead.
     claim_idle_ms: int = 15_000
     claim_every_s: float = 5.0
+    # How often the loop reads the queue's depth for /stats and /metrics.
+    depth_every_s: float = 1.0
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 2.0
 
@@ -86,6 +94,7 @@ class VoteDrainer:
         self.observers: list[DrainObserver] = [self.stats, *observers]
         self.stop_event = stop_event or threading.Event()
         self._next_claim = 0.0
+        self._next_depth = 0.0
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -125,6 +134,13 @@ class VoteDrainer:
             deliveries = self.source.receive(self.settings.batch_size, self.settings.block_ms)
         if deliveries:
             self.process(deliveries)
+        if time.monotonic() >= self._next_depth:
+            # Here, off every request path: a hung queue stalls this loop (which the
+            # liveness check watches for), never a probe.
+            depth = self.source.depth()
+            self._next_depth = time.monotonic() + self.settings.depth_every_s
+            for observer in self.observers:
+                observer.depth_measured(depth)
         self.stats.last_progress = time.monotonic()
         return len(deliveries)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -17,8 +16,6 @@ from cloudvote.application.draining import VoteDrainer
 from cloudvote.bootstrap import Components, build_worker
 from cloudvote.config import Settings
 from cloudvote.entrypoints.web.observed import install_common
-from cloudvote.observability.metrics import QUEUE_DEPTH
-from cloudvote.ports.queue import QueueUnavailable
 
 log = logging.getLogger("cloudvote.worker")
 
@@ -29,15 +26,11 @@ STUCK_AFTER_SECONDS = 60.0
 
 def create_worker_app(components: Components) -> Flask:
     drainer = components.drainer
-    assert drainer is not None and components.queue is not None
-    queue = components.queue
+    assert drainer is not None
     app = Flask(__name__)
+    # No route here calls Redis or PostgreSQL: the drain loop measures the queue depth,
+    # so /healthz, /metrics and /stats answer at once even while a dependency hangs.
     install_common(app, "worker", components.readiness, liveness=lambda: _loop_alive(drainer))
-
-    @app.before_request
-    def refresh_depth() -> None:
-        with contextlib.suppress(QueueUnavailable):
-            QUEUE_DEPTH.set(queue.depth())
 
     @app.get("/stats")
     def stats() -> Response:
@@ -45,10 +38,6 @@ def create_worker_app(components: Components) -> Flask:
         into Prometheus text, showing the adapter pattern (POD-06)."""
         body = dataclasses.asdict(drainer.stats)
         body["seconds_since_progress"] = round(time.monotonic() - body.pop("last_progress"), 3)
-        try:
-            body["queue_depth"] = queue.depth()
-        except QueueUnavailable:
-            body["queue_depth"] = None
         return jsonify(body)
 
     return app

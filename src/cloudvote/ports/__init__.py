@@ -6,12 +6,13 @@ composition root and nowhere else.
 """
 
 from cloudvote.ports.queue import Delivery, QueueUnavailable, VoteQueue, VoteSource
-from cloudvote.ports.store import StoreUnavailable, VoteStore
+from cloudvote.ports.store import StoreUnavailable, TallyChanges, VoteStore
 
 __all__ = [
     "Delivery",
     "QueueUnavailable",
     "StoreUnavailable",
+    "TallyChanges",
     "VoteQueue",
     "VoteSource",
     "VoteStore",

@@ -31,3 +31,16 @@ class VoteStore(Protocol):
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
         ...
+
+
+class TallyChanges(Protocol):
+    """Tells the result service which polls' tallies changed, so one reader per process
+    can re-read them for every viewer instead of each viewer polling the store."""
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """Block up to `timeout` s; return the ids of polls that changed since the last
+        call (empty when none did), or None when this feed cannot tell which, in which
+        case the caller re-reads every poll it shows. Raises StoreUnavailable."""
+        ...
+
+    def close(self) -> None: ...

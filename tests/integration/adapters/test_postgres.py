@@ -14,6 +14,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from cloudvote.adapters.postgres import (
+    PostgresTallyChanges,
     PostgresVoteStore,
     conninfo_with_password,
     create_pool,
@@ -26,7 +27,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = ["0001_votes_and_tallies.sql"]
+MIGRATIONS = ["0001_votes_and_tallies.sql", "0002_notify_tally_changes.sql"]
 _database_names = (f"store_migrate_{n}" for n in range(1_000))
 
 
@@ -125,7 +126,9 @@ def test_migrate_creates_the_schema_once_and_then_applies_nothing(
 
     assert migrate(conninfo) == MIGRATIONS
     assert migrate(conninfo) == []
-    assert query(conninfo, "SELECT name FROM schema_migrations") == [(MIGRATIONS[0],)]
+    assert query(conninfo, "SELECT name FROM schema_migrations ORDER BY name") == [
+        (name,) for name in MIGRATIONS
+    ]
     tables = query(
         conninfo,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
@@ -158,7 +161,7 @@ def test_migrate_is_safe_when_four_copies_run_at_once(
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert sorted(applied) == [[], [], [], MIGRATIONS]
-    assert query(conninfo, "SELECT count(*) FROM schema_migrations") == [(1,)]
+    assert query(conninfo, "SELECT count(*) FROM schema_migrations") == [(len(MIGRATIONS),)]
 
 
 def test_migrate_waits_for_a_server_that_is_not_up_yet_then_gives_up(
@@ -392,3 +395,82 @@ def test_a_pool_created_while_postgres_is_down_works_once_it_is_up(
 
     wait_until(late_store.ping, lambda _: True, timeout=20, what="the pool connecting")
     assert late_store.apply([vote(poll, "v1", "a", 1)]) == 1
+
+
+# -- the change feed (LISTEN/NOTIFY) ---------------------------------------------------------
+
+
+@pytest.fixture
+def feed(database: str) -> Iterator[PostgresTallyChanges]:
+    changes = PostgresTallyChanges(database)
+    assert changes.wait(0) is None  # connecting: it cannot know what changed before
+    yield changes
+    changes.close()
+
+
+def test_a_committed_batch_announces_each_changed_poll_once(
+    store: PostgresVoteStore, feed: PostgresTallyChanges
+) -> None:
+    store.apply(
+        latest_per_voter(
+            [
+                AcceptedVote("feed-a", "x", secrets.token_hex(16), 1),
+                AcceptedVote("feed-a", "y", secrets.token_hex(16), 2),
+                AcceptedVote("feed-b", "x", secrets.token_hex(16), 3),
+            ]
+        )
+    )
+
+    assert feed.wait(5.0) == {"feed-a", "feed-b"}
+    assert feed.wait(0.2) == set()
+
+
+def test_a_revote_that_moves_a_tally_is_announced(
+    store: PostgresVoteStore, feed: PostgresTallyChanges
+) -> None:
+    voter = secrets.token_hex(16)
+    store.apply([AcceptedVote("feed-revote", "x", voter, 1)])
+    assert feed.wait(5.0) == {"feed-revote"}
+
+    store.apply([AcceptedVote("feed-revote", "y", voter, 2)])
+
+    assert feed.wait(5.0) == {"feed-revote"}
+
+
+def test_a_rolled_back_change_announces_nothing(
+    database: str, feed: PostgresTallyChanges
+) -> None:
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO votes (poll_id, voter_id, option_id, version) VALUES (%s, %s, %s, 1)",
+            ("feed-rollback", secrets.token_hex(16), "x"),
+        )
+        conn.rollback()
+
+    assert feed.wait(0.5) == set()
+
+
+def test_a_replayed_batch_that_changes_nothing_announces_nothing(
+    store: PostgresVoteStore, feed: PostgresTallyChanges
+) -> None:
+    batch = [AcceptedVote("feed-replay", "x", secrets.token_hex(16), 7)]
+    store.apply(batch)
+    assert feed.wait(5.0) == {"feed-replay"}
+
+    assert store.apply(batch) == 0
+
+    assert feed.wait(0.5) == set()
+
+
+def test_the_feed_reports_a_server_restart_and_then_reconnects(
+    postgres_server: PostgresServer, feed: PostgresTallyChanges
+) -> None:
+    postgres_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="change feed"):
+            feed.wait(5.0)
+    finally:
+        postgres_server.start()
+
+    # Back: the first call reconnects and says it cannot know what it missed.
+    wait_until(lambda: feed.wait(0) is None, timeout=30, what="the feed reconnected")

@@ -20,6 +20,7 @@ from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
 from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.application.live_results import LiveResults, PollingTallyChanges
 from cloudvote.application.results import ResultsView
 from cloudvote.application.voting import VoteCaster
 from cloudvote.bootstrap import Components
@@ -60,12 +61,17 @@ class Harness:
         return body
 
 
-def _components(queue: InMemoryVoteQueue, store: InMemoryVoteStore) -> Components:
+def _components(
+    queue: InMemoryVoteQueue, store: InMemoryVoteStore, max_streams: int = 100
+) -> Components:
+    view = ResultsView(CATALOG, store)
+    changes = PollingTallyChanges(interval_s=0.01)
     return Components(
         settings=Settings(),
         catalog=CATALOG,
         caster=VoteCaster(CATALOG, queue),
-        results=ResultsView(CATALOG, store),
+        results=view,
+        live=LiveResults(view, changes, max_streams=max_streams, min_interval_s=0.01),
         queue=queue,
         store=store,
         readiness={"queue": queue.ping, "store": store.ping},

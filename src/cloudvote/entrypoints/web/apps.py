@@ -32,8 +32,8 @@ def create_result_app(settings: Settings | None = None) -> Flask:
     """The result service: tallies from the store, as a page, JSON and a live stream."""
     components = build_result_service(settings or Settings.from_env())
     app = _base_app("result", components)
-    assert components.results is not None
-    app.register_blueprint(result_blueprint(components.results))
+    assert components.live is not None
+    app.register_blueprint(result_blueprint(components.live))
     return app
 
 
@@ -49,9 +49,9 @@ def create_monolith_app(
     """
     components = components or build_monolith(settings or Settings.from_env())
     app = _base_app("monolith", components, liveness)
-    assert components.caster is not None and components.results is not None
+    assert components.caster is not None and components.live is not None
     app.register_blueprint(vote_blueprint(components.caster))
-    app.register_blueprint(result_blueprint(components.results))
+    app.register_blueprint(result_blueprint(components.live))
     return app
 
 

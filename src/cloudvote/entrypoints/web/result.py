@@ -2,43 +2,48 @@
 
 from __future__ import annotations
 
-import json
+import random
+import threading
 import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, render_template
 
-from cloudvote.application.results import ResultsView
+from cloudvote.application.live_results import LiveResults, StreamLimitReached, Subscription
 from cloudvote.domain.polls import Poll
+from cloudvote.domain.results import PollResults
 from cloudvote.entrypoints.web.observed import error_response, shutting_down
 from cloudvote.ports.store import StoreUnavailable
 
-# How often a stream re-reads the tallies; the freshness benchmark measures the result.
-STREAM_POLL_SECONDS = 0.25
 # A comment line keeps idle proxies (nginx, cloud load balancers) from closing the stream.
 STREAM_HEARTBEAT_SECONDS = 15.0
 # Streams end after a while and the browser reconnects by itself; this spreads clients
 # across new pods after a rollout instead of pinning them to old ones forever.
 STREAM_MAX_SECONDS = 300.0
+# Browsers reconnect after this many ms, each picking its own delay in the range, so a
+# thousand viewers dropped at once by a restart do not all come back in the same instant.
+RECONNECT_MS = (1000, 5000)
+# A viewer refused at the cap tries again after this; the page adds its own backoff.
+FULL_RETRY_AFTER_SECONDS = "5"
 
 
-def result_blueprint(view: ResultsView) -> Blueprint:
-    catalog = view.catalog
+def result_blueprint(live: LiveResults) -> Blueprint:
+    catalog = live.view.catalog
     bp = Blueprint("result", __name__)
+    stop_streams_on_shutdown(live)
 
     @bp.get("/results")
     def default_page() -> Response:
-        return _page(view, catalog.default)
+        return _page(live, catalog.default)
 
     @bp.get("/results/<poll_id>")
     def poll_page(poll_id: str) -> Response:
-        return _page(view, catalog.require(poll_id))
+        return _page(live, catalog.require(poll_id))
 
     @bp.get("/api/polls/<poll_id>/results")
     def api_results(poll_id: str) -> Response:
-        catalog.require(poll_id)
         try:
-            results = view.results(poll_id)
+            results = live.current(poll_id)
         except StoreUnavailable:
             return error_response(
                 503,
@@ -51,8 +56,15 @@ def result_blueprint(view: ResultsView) -> Blueprint:
 
     @bp.get("/api/polls/<poll_id>/results/stream")
     def api_results_stream(poll_id: str) -> Response:
-        catalog.require(poll_id)
-        response = Response(_stream(view, poll_id), content_type="text/event-stream")
+        try:
+            subscription = live.subscribe(poll_id)
+        except StreamLimitReached as error:
+            return error_response(
+                503,
+                f"{error}; nothing is lost, retry in a few seconds",
+                **{"Retry-After": FULL_RETRY_AFTER_SECONDS},
+            )
+        response = Response(_stream(subscription), content_type="text/event-stream")
         response.headers["Cache-Control"] = "no-store"
         # Tell nginx not to buffer, or updates would arrive in bursts.
         response.headers["X-Accel-Buffering"] = "no"
@@ -61,32 +73,55 @@ def result_blueprint(view: ResultsView) -> Blueprint:
     return bp
 
 
-def _page(view: ResultsView, poll: Poll) -> Response:
+def stop_streams_on_shutdown(live: LiveResults) -> None:
+    """On SIGTERM, end every open stream at once, so the process exits well within its
+    grace period; the browsers reconnect to another pod."""
+
+    def wait_then_stop() -> None:
+        shutting_down.wait()
+        live.stop()
+
+    threading.Thread(target=wait_then_stop, name="streams-shutdown", daemon=True).start()
+
+
+def _page(live: LiveResults, poll: Poll) -> Response:
+    # Rendered with the current counts, so the page is right on first paint, with
+    # JavaScript off and for curl; the stream then moves the bars from there.
+    results: PollResults | None
+    try:
+        results = live.current(poll.id)
+    except StoreUnavailable:
+        results = None
+    catalog = live.view.catalog
     html = render_template(
         "results.html",
         poll=poll,
-        polls=list(view.catalog),
+        polls=list(catalog),
+        results=results,
         stream_url=f"/api/polls/{poll.id}/results/stream",
         api_url=f"/api/polls/{poll.id}/results",
-        vote_url="/" if poll.id == view.catalog.default.id else f"/polls/{poll.id}",
+        vote_url="/" if poll.id == catalog.default.id else f"/polls/{poll.id}",
     )
-    return Response(html, content_type="text/html; charset=utf-8")
+    response = Response(html, content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
-def _stream(view: ResultsView, poll_id: str) -> Iterator[str]:
-    yield "retry: 1000\n\n"
-    last_sent: str | None = None
-    started = last_write = time.monotonic()
-    while not shutting_down.is_set() and time.monotonic() - started < STREAM_MAX_SECONDS:
-        try:
-            payload = json.dumps(view.results(poll_id).as_json(), separators=(",", ":"))
-        except StoreUnavailable:
-            payload = json.dumps({"poll": poll_id, "unavailable": True})
-        now = time.monotonic()
-        if payload != last_sent:
-            yield f"event: results\ndata: {payload}\n\n"
-            last_sent, last_write = payload, now
-        elif now - last_write >= STREAM_HEARTBEAT_SECONDS:
-            yield ": keep-alive\n\n"
-            last_write = now
-        shutting_down.wait(STREAM_POLL_SECONDS)
+def _stream(subscription: Subscription) -> Iterator[str]:
+    """Server-sent events: the snapshot the feed encoded once for every viewer."""
+    try:
+        yield f"retry: {random.randint(*RECONNECT_MS)}\n\n"
+        seen = 0
+        ends_at = time.monotonic() + STREAM_MAX_SECONDS
+        while not subscription.ended:
+            remaining = ends_at - time.monotonic()
+            if remaining <= 0:
+                break
+            snapshot = subscription.next(seen, min(STREAM_HEARTBEAT_SECONDS, remaining))
+            if snapshot is not None:
+                seen = snapshot.version
+                yield f"event: results\ndata: {snapshot.json}\n\n"
+            elif not subscription.ended:
+                yield ": keep-alive\n\n"
+    finally:
+        subscription.close()

@@ -1,12 +1,9 @@
-// Live results: the server pushes tallies over server-sent events; the page redraws
-// the bars in place. EventSource reconnects by itself after a network blip or a rollout.
+// Live results: the page arrives with the counts already in it; the server then pushes
+// changes over server-sent events and the page redraws the bars in place.
 (function () {
   "use strict";
   const chart = document.getElementById("chart");
   const status = document.getElementById("status");
-
-  // Set by the first stream event: from then on the stream is fresher than the initial fetch.
-  let streaming = false;
 
   // `live` is true only for stream events: the page must not claim to be live while the
   // stream has not delivered anything (a buffering proxy would hold it back for ever).
@@ -31,16 +28,30 @@
     }
   }
 
-  // Draw once from the JSON API so the page is right even before the stream opens.
-  fetch(chart.dataset.api, { headers: { Accept: "application/json" } })
-    .then((response) => (response.ok ? response.json() : null))
-    .then((results) => results && !streaming && draw(results, false))
-    .catch(() => {});
+  // The browser reconnects by itself after a dropped stream (the server's `retry:`). It
+  // gives up for good when the server refuses one (503 at its stream limit, or during a
+  // rollout); then we open a new one ourselves, waiting longer each time, with jitter, so
+  // a full room does not hammer a full server. The bars keep the last counts meanwhile.
+  const BACKOFF_MS = { first: 2000, max: 60000 };
+  let backoff = BACKOFF_MS.first;
 
-  const stream = new EventSource(chart.dataset.stream);
-  stream.addEventListener("results", (event) => {
-    streaming = true;
-    draw(JSON.parse(event.data), true);
-  });
-  stream.onerror = () => { status.textContent = "reconnecting…"; };
+  function connect() {
+    const stream = new EventSource(chart.dataset.stream);
+    stream.addEventListener("results", (event) => {
+      backoff = BACKOFF_MS.first;
+      draw(JSON.parse(event.data), true);
+    });
+    stream.onerror = () => {
+      if (stream.readyState !== EventSource.CLOSED) {
+        status.textContent = "reconnecting…";
+        return;
+      }
+      stream.close();
+      const delay = backoff / 2 + Math.random() * (backoff / 2);
+      backoff = Math.min(backoff * 2, BACKOFF_MS.max);
+      status.textContent = "server busy, retrying in " + Math.round(delay / 1000) + " s";
+      setTimeout(connect, delay);
+    };
+  }
+  connect();
 })();

@@ -1,0 +1,252 @@
+"""LiveResults: one store read per change, however many viewers, and a clean cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cloudvote.adapters.memory import InMemoryTallyChanges, InMemoryVoteStore
+from cloudvote.application.live_results import (
+    LiveResults,
+    PollingTallyChanges,
+    Snapshot,
+    StreamLimitReached,
+    Subscription,
+)
+from cloudvote.application.results import ResultsView
+from cloudvote.domain.polls import Option, Poll, PollCatalog, UnknownPoll
+from cloudvote.domain.votes import AcceptedVote
+
+CATALOG = PollCatalog(
+    [
+        *PollCatalog.default_catalog(),
+        Poll("lunch", "Lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
+    ]
+)
+WAIT = 5.0
+
+
+def vote(voter: int, option: str = "a", poll: str = "default", version: int = 0) -> AcceptedVote:
+    return AcceptedVote(poll, option, f"{voter:032x}", version or voter)
+
+
+@pytest.fixture
+def store() -> InMemoryVoteStore:
+    return InMemoryVoteStore()
+
+
+@pytest.fixture
+def changes() -> InMemoryTallyChanges:
+    return InMemoryTallyChanges()
+
+
+@pytest.fixture
+def live(store: InMemoryVoteStore, changes: InMemoryTallyChanges) -> Iterator[LiveResults]:
+    results = LiveResults(ResultsView(CATALOG, store), changes, max_streams=2000)
+    yield results
+    results.stop()
+
+
+def wait_for_total(subscription: Subscription, total: int, after: int = 0) -> Snapshot:
+    """The first snapshot newer than `after` whose total is `total`; fails after WAIT s."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        snapshot = subscription.next(after, deadline - time.monotonic())
+        if snapshot is None:
+            break
+        assert snapshot.results is not None
+        if snapshot.results.total == total:
+            return snapshot
+        after = snapshot.version
+    raise AssertionError(f"no snapshot with total {total} within {WAIT} s")
+
+
+def test_a_thousand_viewers_cost_one_read_per_change(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges, live: LiveResults
+) -> None:
+    viewers = [live.subscribe("default") for _ in range(1000)]
+    first = [viewer.next(0, WAIT) for viewer in viewers]
+    assert all(s is not None and s.results is not None and s.results.total == 0 for s in first)
+    reads_before = store.reads
+
+    store.apply([vote(1)])
+    changes.announce("default")
+
+    seen = [wait_for_total(viewer, 1) for viewer in viewers]
+    assert {s.json for s in seen} == {'{"poll":"default","counts":{"a":1,"b":0},"total":1}'}
+    assert store.reads - reads_before == 1
+    assert live.open_streams == 1000
+
+
+def test_a_burst_of_changes_is_coalesced_and_ends_on_the_latest_counts(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges
+) -> None:
+    live = LiveResults(ResultsView(CATALOG, store), changes, max_streams=10, min_interval_s=0.3)
+    try:
+        viewer = live.subscribe("default")
+        assert viewer.next(0, WAIT) is not None
+        reads_before = store.reads
+        for n in range(1, 51):
+            store.apply([vote(n)])
+            changes.announce("default")
+            time.sleep(0.005)
+
+        wait_for_total(viewer, 50)
+        # 50 commits in about a quarter of a second, read at most once per 0.3 s.
+        assert store.reads - reads_before <= 3
+    finally:
+        live.stop()
+
+
+def test_a_change_to_a_poll_nobody_watches_costs_no_read(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges, live: LiveResults
+) -> None:
+    viewer = live.subscribe("default")
+    first = viewer.next(0, WAIT)
+    assert first is not None
+    reads_before = store.reads
+
+    store.apply([vote(1, "pizza", poll="lunch")])
+    changes.announce("lunch")
+    store.apply([vote(2)])
+    changes.announce("default")
+
+    wait_for_total(viewer, 1, after=first.version)
+    assert store.reads - reads_before == 1
+    # An unwatched poll is read when someone asks, and the answer is current.
+    assert live.current("lunch").counts == {"pizza": 1, "salad": 0}
+
+
+def test_current_serves_the_snapshot_while_a_poll_is_watched(
+    store: InMemoryVoteStore, live: LiveResults
+) -> None:
+    viewer = live.subscribe("default")
+    assert viewer.next(0, WAIT) is not None
+    reads_before = store.reads
+
+    for _ in range(100):
+        assert live.current("default").total == 0
+
+    assert store.reads == reads_before
+
+
+def test_past_the_limit_a_stream_is_refused_and_a_closed_one_frees_its_slot(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges
+) -> None:
+    live = LiveResults(ResultsView(CATALOG, store), changes, max_streams=2)
+    try:
+        first, _second = live.subscribe("default"), live.subscribe("lunch")
+
+        with pytest.raises(StreamLimitReached, match="2 viewers"):
+            live.subscribe("default")
+        first.close()
+        first.close()  # closing twice frees one slot, not two
+
+        third = live.subscribe("default")
+        assert third.next(0, WAIT) is not None
+        assert live.open_streams == 2
+    finally:
+        live.stop()
+
+
+def test_an_unknown_poll_is_refused_before_it_takes_a_slot(live: LiveResults) -> None:
+    with pytest.raises(UnknownPoll):
+        live.subscribe("dinner")
+    assert live.open_streams == 0
+
+
+def test_a_lost_store_keeps_the_counts_on_screen_marked_stale(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges, live: LiveResults
+) -> None:
+    store.apply([vote(1)])
+    viewer = live.subscribe("default")
+    first = viewer.next(0, WAIT)
+    assert first is not None
+
+    store.available = False
+    changes.available = False
+    changes.announce("default")  # wakes the feed, which finds the feed down
+
+    stale = viewer.next(first.version, WAIT)
+    assert stale is not None and stale.results is not None
+    assert stale.results.stale
+    assert stale.results.counts == {"a": 1, "b": 0}
+
+    store.available = changes.available = True
+    store.apply([vote(2, "b")])
+    fresh = wait_for_total(viewer, 2, after=stale.version)
+    assert fresh.results is not None and not fresh.results.stale
+
+
+def test_a_store_down_from_the_start_says_unavailable(
+    store: InMemoryVoteStore, live: LiveResults
+) -> None:
+    store.available = False
+
+    snapshot = live.subscribe("default").next(0, WAIT)
+
+    assert snapshot is not None and snapshot.results is None
+    assert snapshot.json == '{"poll":"default","unavailable":true}'
+
+
+def test_stop_wakes_every_waiting_stream_at_once(live: LiveResults) -> None:
+    viewers = [live.subscribe("default") for _ in range(50)]
+    versions = [s.version for s in (v.next(0, WAIT) for v in viewers) if s is not None]
+    woke: list[float] = []
+
+    def wait(viewer: Subscription, version: int) -> None:
+        assert viewer.next(version, 30.0) is None
+        woke.append(time.monotonic())
+
+    threads = [threading.Thread(target=wait, args=pair) for pair in zip(viewers, versions)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    stopped = time.monotonic()
+    live.stop()
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert len(woke) == 50
+    assert max(woke) - stopped < 1.0
+    assert all(viewer.ended for viewer in viewers)
+
+
+def test_the_polling_fallback_publishes_only_real_changes(store: InMemoryVoteStore) -> None:
+    live = LiveResults(
+        ResultsView(CATALOG, store),
+        PollingTallyChanges(interval_s=0.01),
+        max_streams=10,
+        min_interval_s=0.01,
+    )
+    try:
+        viewer = live.subscribe("default")
+        first = viewer.next(0, WAIT)
+        assert first is not None
+
+        # The feed re-reads every 10 ms; unchanged counts make no new snapshot.
+        assert viewer.next(first.version, 0.3) is None
+        assert store.reads > 5
+
+        store.apply([vote(1)])
+        assert wait_for_total(viewer, 1, after=first.version).version > first.version
+    finally:
+        live.stop()
+
+
+def test_the_last_viewer_leaving_makes_the_next_one_read_afresh(
+    store: InMemoryVoteStore, changes: InMemoryTallyChanges, live: LiveResults
+) -> None:
+    viewer = live.subscribe("default")
+    assert viewer.next(0, WAIT) is not None
+    viewer.close()
+    # Unwatched, the feed ignores this poll; a later viewer must not see the old counts.
+    store.apply([vote(1)])
+
+    again = live.subscribe("default").next(0, WAIT)
+
+    assert again is not None and again.results is not None
+    assert again.results.total == 1
