@@ -7,6 +7,7 @@ flags and variables everywhere, instead of a gunicorn command line per Dockerfil
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from cloudvote.config import Settings
 
@@ -29,10 +31,16 @@ WORKER_MODELS: dict[str, dict[str, Any]] = {
     # without OS thread switches, and concurrent votes share one pipelined round trip
     # (GroupCommitWriter); measured 604 CPU µs per vote against 785 with 8 threads.
     "vote": {"worker_class": "gevent", "worker_connections": 256},
-    # result: long-lived SSE streams and psycopg's pool, whose threads need real OS
-    # threads; one thread per open stream.
-    "result": {"worker_class": "gthread", "threads": 32},
+    # result: thousands of idle SSE streams that wait on one in-process feed. A greenlet
+    # per stream costs a few KB where a thread costs a stack and a slot in a fixed pool
+    # (gthread's 32 threads froze at 64 viewers, probes included). psycopg waits through
+    # gevent's patched select, so a slow database blocks only the greenlet that asked.
+    # worker_connections is set from RESULT_MAX_STREAMS below.
+    "result": {"worker_class": "gevent"},
 }
+# Connections a result process takes beyond its stream limit: probes, pages and the API
+# still get in when every stream slot is taken, and a stream past the limit gets its 503.
+RESULT_SPARE_CONNECTIONS = 200
 
 
 class ServiceServer(BaseApplication):  # type: ignore[misc]
@@ -45,18 +53,23 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "bind": f"0.0.0.0:{settings.port}",
             "workers": settings.web_concurrency,
             **WORKER_MODELS[service],
+            **_stream_capacity(service, settings),
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "timeout": 30,
             "keepalive": 5,
             # Per-request access lines would cost more CPU than the vote itself; the
             # gateway (nginx, an Ingress) logs requests, and /metrics counts them.
             "accesslog": None,
+            # ...and gunicorn still builds every access line (all of environ) whenever a
+            # logconfig_dict is set, only for the logger to drop it: this skips the work.
+            "logger_class": _NoAccessLogger,
             # gunicorn's control socket lives under $HOME, which is read-only in our
             # containers; nothing here uses it.
             "control_socket_disable": True,
             # /tmp is the one writable path under a read-only root filesystem.
             "worker_tmp_dir": "/tmp",  # noqa: S108
             "logconfig_dict": _json_logging(service, settings.log_level),
+            "on_starting": _raise_open_file_limit,
             "post_worker_init": _end_streams_on_sigterm,
             "child_exit": _forget_dead_worker_metrics,
             "on_exit": _remove_metrics_dir,
@@ -70,6 +83,33 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         return self.factory(self.settings)
+
+
+def _stream_capacity(service: str, settings: Settings) -> dict[str, Any]:
+    if service != "result":
+        return {}
+    return {"worker_connections": settings.max_streams + RESULT_SPARE_CONNECTIONS}
+
+
+def _raise_open_file_limit(server: Any) -> None:
+    """Every open stream is a socket. Many systems start a process with a soft limit of
+    1,024 files and a much higher hard limit; raising the soft one needs no privilege,
+    and the workers inherit it. A hard limit below what the streams need is logged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    needed = server.cfg.workers * server.cfg.worker_connections + 100
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        server.log.warning(
+            "open-file limit %d is below the %d the configured connections need", hard, needed
+        )
+
+
+class _NoAccessLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger without access lines; its error log is unchanged."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
 
 
 def _json_logging(service: str, level: str) -> dict[str, Any]:

@@ -51,10 +51,37 @@ DEAD_LETTERS = Counter("cloudvote_votes_dead_lettered_total", "Messages parked a
 DEPENDENCY_RETRIES = Counter(
     "cloudvote_dependency_retries_total", "Waits for a dependency that was down", ["dependency"]
 )
-# Read from the queue itself at scrape time; "max" because only one process sets it.
+# Read by the worker's drain loop about once a second; "max" because one process sets it.
 QUEUE_DEPTH = Gauge(
     "cloudvote_queue_depth", "Votes queued but not yet acknowledged", multiprocess_mode="max"
 )
+
+
+RESULT_STREAMS_OPEN = Gauge(
+    "cloudvote_result_streams_open",
+    "Live-result streams open now, summed over the live server processes",
+    multiprocess_mode="livesum",
+)
+RESULT_STREAMS_REFUSED = Counter(
+    "cloudvote_result_streams_refused_total", "Streams refused at RESULT_MAX_STREAMS (503)"
+)
+RESULTS_STORE_READS = Counter(
+    "cloudvote_results_store_reads_total",
+    "Tally reads the result service made; flat however many viewers there are",
+)
+
+
+class PrometheusLiveResultsObserver:
+    """Feeds the live-results fan-out's events into the metrics above."""
+
+    def store_read(self) -> None:
+        RESULTS_STORE_READS.inc()
+
+    def streams_open(self, delta: int) -> None:
+        RESULT_STREAMS_OPEN.inc(delta)
+
+    def stream_refused(self) -> None:
+        RESULT_STREAMS_REFUSED.inc()
 
 
 class PrometheusDrainObserver:
@@ -71,6 +98,9 @@ class PrometheusDrainObserver:
 
     def retried(self, dependency: str) -> None:
         DEPENDENCY_RETRIES.labels(dependency).inc()
+
+    def depth_measured(self, depth: int) -> None:
+        QUEUE_DEPTH.set(depth)
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -64,15 +64,18 @@ def install_common(
             return jsonify(status="stuck", service=service), 503
         return jsonify(status="ok", service=service), 200
 
+    checks = {name: DeadlineCheck(check) for name, check in readiness.items()}
+
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         """Readiness: dependencies answer, so the pod may receive traffic."""
+        for check in checks.values():
+            check.start()
         failures = {}
-        for name, check in readiness.items():
-            try:
-                check()
-            except Exception as error:  # noqa: BLE001 - any failure means not ready
-                failures[name] = str(error)
+        for name, check in checks.items():
+            failure = check.outcome()
+            if failure is not None:
+                failures[name] = failure
         if failures:
             return jsonify(status="unavailable", service=service, failing=failures), 503
         return jsonify(status="ready", service=service), 200
@@ -93,6 +96,54 @@ def install_common(
     def unexpected(error: Exception) -> Response:
         log.exception("http.unhandled", extra={"path": request.path})
         return _error(500, "internal error; it has been logged")
+
+
+class DeadlineCheck:
+    """A readiness check that answers within `deadline_s`, even against a hung server.
+
+    A frozen Redis or PostgreSQL accepts the connection and then never replies, so a check
+    run on the request would hold the probe far past its timeout. The check runs on its
+    own thread instead; the probe waits at most the deadline, then reports the dependency
+    as not answering. Probes arriving while an attempt is still out share that attempt,
+    so a hung dependency costs one stuck thread, not one per probe.
+    """
+
+    def __init__(self, check: Callable[[], None], deadline_s: float = 1.5) -> None:
+        self.check = check
+        self.deadline_s = deadline_s
+        self._lock = threading.Lock()
+        self._attempt: _Attempt | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._attempt is None or self._attempt.done.is_set():
+                self._attempt = _Attempt(self.check)
+
+    def outcome(self) -> str | None:
+        """None when the check passed; otherwise why it did not."""
+        with self._lock:
+            attempt = self._attempt
+        if attempt is None:
+            return "not checked yet"
+        if not attempt.done.wait(max(0.0, attempt.started + self.deadline_s - time.monotonic())):
+            return f"no answer within {self.deadline_s:g} s"
+        return attempt.error
+
+
+class _Attempt:
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.error: str | None = None
+        threading.Thread(target=self._run, args=(check,), name="readiness", daemon=True).start()
+
+    def _run(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except Exception as error:  # noqa: BLE001 - any failure means not ready
+            self.error = str(error) or type(error).__name__
+        finally:
+            self.done.set()
 
 
 def _is_cross_site() -> bool:

@@ -6,7 +6,7 @@ import logging
 import secrets
 from typing import TypeVar
 
-from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, g, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from cloudvote.application.voting import VoteCaster
@@ -22,6 +22,12 @@ R = TypeVar("R", bound=BaseResponse)
 
 VOTER_COOKIE = "voter_id"
 _ONE_YEAR = 365 * 24 * 3600
+# Cookies are written here rather than with set_cookie, which formats a date (Expires)
+# and quotes the value on every response: the values are ids from a small alphabet (a
+# voter id is hex, an option id matches the catalog's id pattern), so nothing needs
+# quoting, and every current browser honours Max-Age without an Expires.
+_VOTER_COOKIE_ATTRIBUTES = f"; HttpOnly; Max-Age={_ONE_YEAR}; Path=/; SameSite=Lax"
+_CHOICE_COOKIE_ATTRIBUTES = f"; Max-Age={_ONE_YEAR}; Path=/; SameSite=Lax"
 # How long a client should wait before retrying while the queue is down.
 RETRY_AFTER_SECONDS = "2"
 
@@ -92,10 +98,16 @@ def _form_vote(caster: VoteCaster, poll_id: str, back_to: str) -> BaseResponse:
     failure = _cast(caster, poll_id, option, voter_id)
     if failure is not None:
         return failure
-    # 303: the browser follows with a GET, so a reload does not post the vote again.
-    response = redirect(back_to, code=303)
-    response.set_cookie(f"voted_{poll_id}", option, max_age=_ONE_YEAR, samesite="Lax")
-    return _with_voter_cookie(response, voter_id, is_new)
+    # 303: the browser follows with a GET, so a reload does not post the vote again. No
+    # body: browsers never show one, and without it the server writes the answer in one
+    # send instead of two.
+    headers = [
+        ("Location", back_to),
+        ("Set-Cookie", f"voted_{poll_id}={option}{_CHOICE_COOKIE_ATTRIBUTES}"),
+    ]
+    if is_new:
+        headers.append(("Set-Cookie", _voter_cookie(voter_id)))
+    return Response(status=303, headers=headers)
 
 
 def _cast(caster: VoteCaster, poll_id: str, option: str, voter_id: str) -> Response | None:
@@ -128,9 +140,11 @@ def _voter_id() -> tuple[str, bool]:
     return secrets.token_hex(16), True  # 128 random bits
 
 
+def _voter_cookie(voter_id: str) -> str:
+    return f"{VOTER_COOKIE}={voter_id}{_VOTER_COOKIE_ATTRIBUTES}"
+
+
 def _with_voter_cookie(response: R, voter_id: str, is_new: bool) -> R:
     if is_new:
-        response.set_cookie(
-            VOTER_COOKIE, voter_id, max_age=_ONE_YEAR, httponly=True, samesite="Lax"
-        )
+        response.headers.add("Set-Cookie", _voter_cookie(voter_id))
     return response
