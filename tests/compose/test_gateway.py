@@ -1,7 +1,8 @@
 """A vote cast through the gateway on localhost shows up in the result API and on the page.
 
 Also the gateway's routing table (deploy/gateway/nginx.conf): which paths reach vote and
-which reach result, and that server-sent events pass through unbuffered.
+which reach result, that server-sent events pass through unbuffered, and that a crowd of
+open streams through the gateway all get their first event and every vote.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections import Counter
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.compose.project import Project
 from tests.support.browser import BrowserMissing, launch_chromium
+from tests.support.sse_crowd import ThreadedSseCrowd
 
 LIVE_UPDATE_MS = 10_000
+# A room's worth of phones on one gateway: well inside its 5,000-stream sizing, and few
+# enough for the test machine's two cores to open in a few seconds.
+CROWD = 300
+FIRST_EVENT_SECONDS = 15
 
 
 def test_vote_through_gateway_reaches_result_api_and_page(stack: Project) -> None:
@@ -96,3 +103,27 @@ def test_result_stream_is_not_buffered_by_the_gateway(stack: Project) -> None:
         assert b'"poll": "default"' in received or b'"poll":"default"' in received
     finally:
         connection.close()
+
+
+def test_a_crowd_of_streams_through_the_gateway_all_get_events_and_a_vote(
+    stack: Project,
+) -> None:
+    """Every stream is answered at once and unbuffered, and one vote reaches all of them:
+    the gateway neither queues streams behind each other nor holds their events back."""
+    before = stack.total()
+    url = f"{stack.base_url}/api/polls/default/results/stream"
+    with ThreadedSseCrowd(url, CROWD, answer_timeout=FIRST_EVENT_SECONDS) as crowd:
+        with_event = crowd.wait_for_first_events(timeout=FIRST_EVENT_SECONDS)
+        opened = crowd.summary()
+        assert stack.vote("b") == 202
+        reached = crowd.wait_for_total(before + 1, timeout=LIVE_UPDATE_MS / 1000)
+        streams = crowd.streams()
+        summary = crowd.summary()
+
+    assert Counter(r.outcome for r in streams) == {"200": CROWD}, opened
+    assert with_event == CROWD, opened
+    assert reached == CROWD, summary
+    for record in streams:
+        assert record.headers["content-type"].startswith("text/event-stream"), record
+        # gzip on a stream would hold events back until a block filled.
+        assert "content-encoding" not in record.headers, record

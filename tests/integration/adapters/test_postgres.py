@@ -437,9 +437,7 @@ def test_a_revote_that_moves_a_tally_is_announced(
     assert feed.wait(5.0) == {"feed-revote"}
 
 
-def test_a_rolled_back_change_announces_nothing(
-    database: str, feed: PostgresTallyChanges
-) -> None:
+def test_a_rolled_back_change_announces_nothing(database: str, feed: PostgresTallyChanges) -> None:
     with psycopg.connect(database) as conn:
         conn.execute(
             "INSERT INTO votes (poll_id, voter_id, option_id, version) VALUES (%s, %s, %s, 1)",

@@ -201,7 +201,9 @@ def test_stop_wakes_every_waiting_stream_at_once(live: LiveResults) -> None:
         assert viewer.next(version, 30.0) is None
         woke.append(time.monotonic())
 
-    threads = [threading.Thread(target=wait, args=pair) for pair in zip(viewers, versions)]
+    threads = [
+        threading.Thread(target=wait, args=pair) for pair in zip(viewers, versions, strict=True)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(0.1)

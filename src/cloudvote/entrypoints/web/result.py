@@ -18,8 +18,11 @@ from cloudvote.ports.store import StoreUnavailable
 # A comment line keeps idle proxies (nginx, cloud load balancers) from closing the stream.
 STREAM_HEARTBEAT_SECONDS = 15.0
 # Streams end after a while and the browser reconnects by itself; this spreads clients
-# across new pods after a rollout instead of pinning them to old ones forever.
+# across new pods after a rollout instead of pinning them to old ones forever. Each stream
+# lives a random 75-100 % of it, so a room that connected together does not reconnect
+# together every five minutes.
 STREAM_MAX_SECONDS = 300.0
+STREAM_LIFE_JITTER = (0.75, 1.0)
 # Browsers reconnect after this many ms, each picking its own delay in the range, so a
 # thousand viewers dropped at once by a restart do not all come back in the same instant.
 RECONNECT_MS = (1000, 5000)
@@ -112,7 +115,7 @@ def _stream(subscription: Subscription) -> Iterator[str]:
     try:
         yield f"retry: {random.randint(*RECONNECT_MS)}\n\n"
         seen = 0
-        ends_at = time.monotonic() + STREAM_MAX_SECONDS
+        ends_at = time.monotonic() + STREAM_MAX_SECONDS * random.uniform(*STREAM_LIFE_JITTER)
         while not subscription.ended:
             remaining = ends_at - time.monotonic()
             if remaining <= 0:
