@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, jsonify, render_template, request
 
 from cloudvote.application.live_results import LiveResults, StreamLimitReached, Subscription
 from cloudvote.domain.polls import Poll
@@ -67,7 +69,9 @@ def result_blueprint(live: LiveResults) -> Blueprint:
                 f"{error}; nothing is lost, retry in a few seconds",
                 **{"Retry-After": FULL_RETRY_AFTER_SECONDS},
             )
-        response = Response(_stream(subscription), content_type="text/event-stream")
+        response = Response(
+            _stream(subscription, request.environ), content_type="text/event-stream"
+        )
         response.headers["Cache-Control"] = "no-store"
         # Tell nginx not to buffer, or updates would arrive in bursts.
         response.headers["X-Accel-Buffering"] = "no"
@@ -110,7 +114,7 @@ def _page(live: LiveResults, poll: Poll) -> Response:
     return response
 
 
-def _stream(subscription: Subscription) -> Iterator[str]:
+def _stream(subscription: Subscription, environ: Mapping[str, Any]) -> Iterator[str]:
     """Server-sent events: the snapshot the feed encoded once for every viewer."""
     try:
         yield f"retry: {random.randint(*RECONNECT_MS)}\n\n"
@@ -124,7 +128,35 @@ def _stream(subscription: Subscription) -> Iterator[str]:
             if snapshot is not None:
                 seen = snapshot.version
                 yield f"event: results\ndata: {snapshot.json}\n\n"
+            elif _viewer_left(environ):
+                break  # its slot goes to the next viewer now, not after two failed writes
             elif not subscription.ended:
                 yield ": keep-alive\n\n"
     finally:
         subscription.close()
+
+
+def _viewer_left(environ: Mapping[str, Any]) -> bool:
+    """True when the viewer has closed the stream's connection.
+
+    A server learns of a closed connection only when a write fails, and the first write
+    after the close still succeeds, so a closed tab would hold its stream slot for two
+    keep-alives. A viewer never sends anything after its request, so a readable socket
+    means the end of the connection. A non-blocking peek checks without waiting, under
+    gevent and threads alike (select() would refuse descriptors above 1,023, which a
+    process holding thousands of streams has).
+    """
+    connection = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if connection is None:
+        return False
+    try:
+        previous = connection.gettimeout()
+        connection.settimeout(0)
+        try:
+            return bool(connection.recv(1, socket.MSG_PEEK) == b"")
+        except BlockingIOError:
+            return False  # nothing to read: the viewer is still there
+        finally:
+            connection.settimeout(previous)
+    except OSError:
+        return True
