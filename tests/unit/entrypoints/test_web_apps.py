@@ -176,6 +176,30 @@ def test_a_revote_with_the_same_cookie_replaces_the_previous_vote_in_the_tallies
     assert harness.results() == {"poll": "default", "counts": {"a": 0, "b": 1}, "total": 1}
 
 
+def test_a_multipart_form_vote_is_accepted_like_a_url_encoded_one(
+    harness: Harness, client: FlaskClient
+) -> None:
+    response = client.post("/", data={"vote": "b"}, content_type="multipart/form-data")
+
+    assert response.status_code == 303
+    harness.drain()
+    assert harness.results()["counts"] == {"a": 0, "b": 1}
+
+
+def test_the_form_vote_redirect_has_no_body_and_remembers_the_choice_for_a_year(
+    client: FlaskClient,
+) -> None:
+    response = client.post("/", data={"vote": "b"})
+
+    assert response.status_code == 303
+    assert response.get_data() == b""
+    [cookie] = _set_cookies(response, "voted_default")
+    assert cookie.split(";", 1)[0] == "voted_default=b"
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "max-age=31536000" in attributes
+    assert "samesite=lax" in attributes
+
+
 def test_form_vote_on_a_named_poll_redirects_back_to_that_poll(
     harness: Harness, client: FlaskClient
 ) -> None:
@@ -726,6 +750,25 @@ def test_without_a_valid_traceparent_a_new_trace_is_started(
     match = _TRACEPARENT.match(response.headers["traceparent"])
     assert match is not None
     assert match[1] != "0" * 32
+
+
+def test_metrics_count_accepted_votes_and_each_route_with_its_status(
+    client: FlaskClient,
+) -> None:
+    def sample(text: str, prefix: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    accepted = 'cloudvote_votes_accepted_total{poll="default"}'
+    answered = 'cloudvote_http_requests_total{endpoint="/",service="monolith",status="303"}'
+    before = client.get("/metrics").get_data(as_text=True)
+
+    client.post("/", data={"vote": "a"})
+    client.post("/", data={"vote": "b"})
+
+    after = client.get("/metrics").get_data(as_text=True)
+    assert sample(after, accepted) - sample(before, accepted) == 2
+    assert sample(after, answered) - sample(before, answered) == 2
 
 
 def test_metrics_are_prometheus_text_with_request_counts(client: FlaskClient) -> None:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, request
@@ -14,6 +15,9 @@ from werkzeug.exceptions import HTTPException
 
 from cloudvote.observability.metrics import REQUEST_SECONDS, REQUESTS, render_metrics
 from cloudvote.observability.tracing import TraceContext
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("cloudvote.web")
 
@@ -34,26 +38,35 @@ def install_common(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    # Every request passes these two hooks, so they read the WSGI environ directly and
+    # look each metric child up once per (route, status), not per request.
+    observers = _RequestMetrics(service)
+
     @app.before_request
     def start_request() -> Response | None:
+        environ = request.environ
         g.started = time.perf_counter()
-        g.trace = TraceContext.continue_or_start(request.headers.get("traceparent"))
-        if request.method in _UNSAFE_METHODS and _is_cross_site():
-            return _error(403, "cross-site form posts are refused (CSRF protection)")
-        if request.method in _UNSAFE_METHODS and not _buffer_unsized_body():
-            return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        g.trace = TraceContext.continue_or_start(environ.get("HTTP_TRACEPARENT"))
+        if environ["REQUEST_METHOD"] in _UNSAFE_METHODS:
+            if _is_cross_site(environ):
+                return _error(403, "cross-site form posts are refused (CSRF protection)")
+            if not _buffer_unsized_body(environ):
+                return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
         return None
 
     @app.after_request
     def finish_request(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUESTS.labels(service, endpoint, str(response.status_code)).inc()
+        rule = request.url_rule
+        requests, seconds = observers.children(
+            rule.rule if rule else "unmatched", response.status_code
+        )
+        requests.inc()
         started = g.get("started")
         if started is not None:
-            REQUEST_SECONDS.labels(service, endpoint).observe(time.perf_counter() - started)
+            seconds.observe(time.perf_counter() - started)
         trace = g.get("trace")
         if trace is not None:
-            response.headers["traceparent"] = trace.header
+            response.headers.add("traceparent", trace.header)
         return response
 
     @app.get("/healthz")
@@ -146,30 +159,52 @@ class _Attempt:
             self.done.set()
 
 
-def _is_cross_site() -> bool:
+class _RequestMetrics:
+    """The request counter and histogram children per (route, status), made on first use.
+
+    Routes are the app's own rules (or "unmatched") and statuses the few the app sends,
+    so the cache stays as small as the label sets Prometheus keeps anyway.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def children(self, endpoint: str, status: int) -> tuple[Counter, Histogram]:
+        key = (endpoint, status)
+        found = self._children.get(key)
+        if found is None:
+            found = (
+                REQUESTS.labels(self.service, endpoint, str(status)),
+                REQUEST_SECONDS.labels(self.service, endpoint),
+            )
+            self._children[key] = found
+        return found
+
+
+def _is_cross_site(environ: Mapping[str, Any]) -> bool:
     """Browsers label cross-site requests; refusing those stops CSRF without a token.
 
     Fetch metadata (`Sec-Fetch-Site`) is sent by every current browser; `Origin` covers
     older ones. Non-browser clients send neither and are not CSRF vectors, so scripts
     and example-voting-app style `curl -d vote=a` keep working.
     """
-    site = request.headers.get("Sec-Fetch-Site")
+    site: str | None = environ.get("HTTP_SEC_FETCH_SITE")
     if site is not None:
         return site not in ("same-origin", "none")
-    origin = request.headers.get("Origin")
+    origin: str | None = environ.get("HTTP_ORIGIN")
     if origin is None or origin == "null":
         return origin == "null"
     return urlsplit(origin).netloc != request.host
 
 
-def _buffer_unsized_body() -> bool:
+def _buffer_unsized_body(environ: dict[str, Any]) -> bool:
     """Read a chunked body up to the limit; False when it is larger.
 
     Werkzeug checks MAX_CONTENT_LENGTH against Content-Length only. A chunked body has
     none, and its stream then stops silently at the limit, so a truncated form would still
     be accepted. Read it here, bounded, and hand Flask the buffered copy.
     """
-    environ = request.environ
     if "CONTENT_LENGTH" in environ or "wsgi.input_terminated" not in environ:
         return True  # sized bodies are checked by werkzeug; others are not read at all
     stream = environ["wsgi.input"]
