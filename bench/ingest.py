@@ -13,6 +13,8 @@ from typing import Any
 
 import psutil
 
+from bench.peer.app import VOTES_LIST
+from bench.peer.server import running_peer
 from bench.stack import Stack
 
 WRK_POST_SCRIPT = """
@@ -132,6 +134,8 @@ def compare_interleaved(
     script: Path | None = None,
     before_each: Callable[[], object] | None = None,
     cpu_clock: Callable[[], float] | None = None,
+    scripts: Mapping[str, Path | None] | None = None,
+    cpu_clocks: Mapping[str, Callable[[], float]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The same wrk load on every target, in rounds; per target, the median run and all runs.
 
@@ -142,11 +146,17 @@ def compare_interleaved(
     1-minute load average it started at, to show how busy the machine was. A run that
     fails is recorded as such and the rounds go on; `before_each` may end them early by
     raising StopRounds.
+
+    `scripts` and `cpu_clocks` give a target its own wrk script or server CPU clock (such
+    as a GET on the same server as a ceiling, or servers that are different processes),
+    in place of `script` and `cpu_clock`.
     """
     if not targets:
         return {}
-    for url in targets.values():
-        run_wrk(url, 2, script)  # warm-up: connections, keep-alive pools, imports
+    script_of = {name: script for name in targets} | dict(scripts or {})
+    clock_of = {name: cpu_clock for name in targets} | dict(cpu_clocks or {})
+    for name, url in targets.items():
+        run_wrk(url, 2, script_of[name])  # warm-up: connections, keep-alive pools, imports
     names = list(targets)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     failed: dict[str, list[str]] = {name: [] for name in names}
@@ -159,7 +169,9 @@ def compare_interleaved(
                     before_each()
                 load = os.getloadavg()[0]
                 try:
-                    figures = run_wrk(targets[name], seconds, script, cpu_clock=cpu_clock)
+                    figures = run_wrk(
+                        targets[name], seconds, script_of[name], cpu_clock=clock_of[name]
+                    )
                 except (subprocess.SubprocessError, ValueError) as error:
                     failed[name].append(f"round {number}: {type(error).__name__}: {error}"[:300])
                     continue
@@ -178,22 +190,130 @@ def compare_interleaved(
     return result
 
 
-def measure_ingest(stack: Stack, seconds: int, web_concurrency: int = 2) -> dict[str, object]:
+INGEST_ROUNDS = 5
+# The figures given per target as a median over the rounds and a [min, max] range.
+RANGED = ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")
+PEER_DESCRIPTION = (
+    "bench/peer: example-voting-app's vote service rebuilt (Flask, gunicorn 4 sync workers, "
+    "--keep-alive 0, one RPUSH per vote, ballot page rendered with 200), on its own Redis "
+    "with no AOF"
+)
+
+
+def paired_ratio(
+    numerators: list[dict[str, float]], denominators: list[dict[str, float]], key: str
+) -> dict[str, Any]:
+    """`key`'s ratio within each round both sides ran, then its median and range.
+
+    Runs in one round are seconds apart, so they saw nearly the same load from elsewhere;
+    a ratio taken within the round cancels most of that drift, and a ratio of medians does not.
+    """
+    below = {run["round"]: run[key] for run in denominators if run.get(key)}
+    per_round = [
+        round(run[key] / below[run["round"]], 3)
+        for run in numerators
+        if key in run and run["round"] in below
+    ]
+    if not per_round:
+        return {"median": None, "range": None, "per_round": []}
+    return {
+        "median": round(statistics.median(per_round), 3),
+        "range": [min(per_round), max(per_round)],
+        "per_round": per_round,
+    }
+
+
+def summarize_target(entry: dict[str, Any]) -> dict[str, Any]:
+    """A compare_interleaved entry with each figure's range and the errors summed over runs."""
+    runs: list[dict[str, float]] = entry["rounds"]
+    ranges = {
+        key: [min(run[key] for run in runs), max(run[key] for run in runs)]
+        for key in RANGED
+        if runs and all(key in run for run in runs)
+    }
+    errors = {
+        "non_2xx_3xx": sum(run["non_2xx_3xx"] for run in runs),
+        "socket_errors": sum(run["socket_errors"] for run in runs),
+        "failed_runs": len(entry.get("failed_runs", [])),
+    }
+    rest = {key: value for key, value in entry.items() if key != "rounds"}
+    return {**rest, "range": ranges, "errors": errors, "rounds": runs}
+
+
+def measure_ingest(
+    stack: Stack, seconds: int, web_concurrency: int = 2, rounds: int = INGEST_ROUNDS
+) -> dict[str, object]:
+    """cloudvote's vote service, its /healthz and the reference peer, taking turns.
+
+    All three get the same wrk load (`POST /` form `vote=a` for the two vote services,
+    `GET /healthz` on cloudvote's server as its ceiling) in `rounds` rounds of `seconds`.
+    Server CPU per request counts each target's server process tree and its own Redis.
+    Every ratio is taken within a round, then its median and range are reported.
+    """
     script = stack.workdir / "post.lua"
     script.write_text(WRK_POST_SCRIPT)
     base = stack.start("vote", WEB_CONCURRENCY=str(web_concurrency))
     # The vote server's process tree and Redis: everything a vote costs on the server side.
-    servers = (stack.processes[-1].pid, stack.redis.pid or 0)
-    run_wrk(f"{base}/", 2, script)  # warm-up: connections, imports, Redis pages
-    votes = run_wrk(f"{base}/", seconds, script, servers)
-    ceiling = run_wrk(f"{base}/healthz", seconds, servers=servers)
-    depth = stack.redis.client().xlen("votes")
+    ours = functools.partial(
+        cpu_seconds, [psutil.Process(stack.processes[-1].pid), psutil.Process(stack.redis.pid)]
+    )
+    with running_peer(stack.workdir) as peer:
+        theirs = functools.partial(cpu_seconds, [psutil.Process(pid) for pid in peer.server_pids])
+        compared = compare_interleaved(
+            {"cloudvote": f"{base}/", "healthz": f"{base}/healthz", "peer": f"{peer.url}/"},
+            seconds,
+            rounds,
+            script,
+            scripts={"healthz": None},
+            cpu_clocks={"cloudvote": ours, "healthz": ours, "peer": theirs},
+        )
+        with peer.redis.client() as client:
+            peer_depth = client.llen(VOTES_LIST)
+    with stack.redis.client() as client:
+        depth = client.xlen("votes")
     stack.stop_all()
+    votes, ceiling, reference = (
+        summarize_target(compared[name]) for name in ("cloudvote", "healthz", "peer")
+    )
+
+    def ratio(top: dict[str, Any], bottom: dict[str, Any], key: str) -> dict[str, Any]:
+        return paired_ratio(top["rounds"], bottom["rounds"], key)
+
+    cloudvote_over_peer = {key: ratio(votes, reference, key) for key in RANGED}
+    of_ceiling = ratio(votes, ceiling, "requests_per_s")
+    cpu_of_healthz = ratio(votes, ceiling, "server_cpu_us_per_request")
+    p99_below = [
+        ours_run["p99_ms"] < peer_run["p50_ms"]
+        for ours_run in votes["rounds"]
+        for peer_run in reference["rounds"]
+        if ours_run["round"] == peer_run["round"]
+    ]
     return {
-        "request": "POST / vote=a (form), 16 connections, wrk on the same machine",
+        "request": "POST / vote=a (form), wrk -t2 -c16 on the same machine",
+        "method": (
+            f"{rounds} rounds of {seconds} s per target, order rotated each round; figures "
+            "are medians over the rounds, ratios are taken within each round"
+        ),
         "web_concurrency": web_concurrency,
         "votes": votes,
         "healthz_ceiling": ceiling,
-        "ratio_of_ceiling": round(votes["requests_per_s"] / ceiling["requests_per_s"], 3),
+        "ratio_of_ceiling": of_ceiling["median"],
+        "cpu_vote_over_healthz": cpu_of_healthz["median"],
+        "peer": {"what": PEER_DESCRIPTION, **reference},
+        "cloudvote_over_peer": cloudvote_over_peer["requests_per_s"]["median"],
+        "cloudvote_p99_below_peer_p50": bool(
+            votes.get("p99_ms") is not None
+            and reference.get("p50_ms") is not None
+            and votes["p99_ms"] < reference["p50_ms"]
+        ),
+        "cloudvote_p99_below_peer_p50_rounds": f"{sum(p99_below)} of {len(p99_below)}",
+        "paired_ratios": {
+            "vote_over_healthz": {
+                "requests_per_s": of_ceiling,
+                "server_cpu_us_per_request": cpu_of_healthz,
+            },
+            "cloudvote_over_peer": cloudvote_over_peer,
+        },
         "votes_in_stream_after_run": depth,
+        "votes_in_peer_list_after_run": peer_depth,
     }

@@ -1,9 +1,10 @@
-"""One PNG with the three harnesses side by side, drawn from the JSON files."""
+"""One PNG with the harnesses side by side, drawn from the JSON files."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,19 +18,43 @@ def _load(results: Path, name: str) -> dict[str, object] | None:
 
 
 def plot_summary(results: Path) -> Path:
-    figure, (ingest_ax, drain_ax, fresh_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+    figure, (ingest_ax, drain_ax, fresh_ax, fanout_ax) = plt.subplots(1, 4, figsize=(20, 4.5))
     ingest = _load(results, "ingest")
     if ingest:
-        votes = ingest["votes"]["requests_per_s"]  # type: ignore[index]
-        ceiling = ingest["healthz_ceiling"]["requests_per_s"]  # type: ignore[index]
-        ingest_ax.bar(
-            ["POST / (vote)", "GET /healthz"], [votes, ceiling], color=["#2f6fdf", "#9aa7b6"]
+        # Bars: medians over the alternating rounds; whiskers: their range.
+        shown = [
+            ("cloudvote\nPOST /", ingest.get("votes"), "#2f6fdf"),
+            ("peer (example-\nvoting-app) POST /", ingest.get("peer"), "#e67e22"),
+            ("cloudvote\nGET /healthz", ingest.get("healthz_ceiling"), "#9aa7b6"),
+        ]
+        shown = [(label, one, color) for label, one, color in shown if one]
+        rates = [one["requests_per_s"] for _, one, _ in shown]  # type: ignore[index]
+        spans = [one.get("range", {}).get("requests_per_s") for _, one, _ in shown]  # type: ignore[attr-defined]
+        whiskers = [
+            [rate - span[0] if span else 0 for rate, span in zip(rates, spans, strict=True)],
+            [span[1] - rate if span else 0 for rate, span in zip(rates, spans, strict=True)],
+        ]
+        bars = ingest_ax.bar(
+            [label for label, _, _ in shown],
+            rates,
+            yerr=whiskers,
+            capsize=4,
+            color=[color for _, _, color in shown],
+        )
+        ingest_ax.bar_label(
+            bars,
+            labels=[f"p99 {one['p99_ms']:g} ms" for _, one, _ in shown],  # type: ignore[index]
+            fontsize=8,
         )
         ingest_ax.axhline(4000, color="#c0392b", linestyle="--", label="target 4,000/s")
+        versus = ingest.get("cloudvote_over_peer")
         ingest_ax.set_title(
-            f"ingest: {votes:,.0f} votes/s ({ingest['ratio_of_ceiling']:.0%} of ceiling)"
+            f"ingest: {rates[0]:,.0f} votes/s"
+            + (f", {versus:.2f}x the peer" if versus else "")
+            + f" ({ingest['ratio_of_ceiling']:.0%} of /healthz)"
         )
         ingest_ax.set_ylabel("requests/s")
+        ingest_ax.tick_params(axis="x", labelsize=8)
         ingest_ax.legend()
     drain = _load(results, "drain")
     if drain:
@@ -48,8 +73,39 @@ def plot_summary(results: Path) -> Path:
         )
         fresh_ax.set_xlabel("202 → visible in result API (ms)")
         fresh_ax.legend()
+    fanout = _load(results, "fanout")
+    if fanout:
+        _plot_fanout(fanout_ax, fanout)
     figure.tight_layout()
     out = results / "summary.png"
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def _plot_fanout(axes: plt.Axes, fanout: dict[str, Any]) -> None:
+    """Viewers connected against viewers that got a first event, per level and the monolith."""
+    levels = fanout["levels"]
+    labels = [f"{level['viewers']:,}" for level in levels]
+    opened = [level["viewers"] for level in levels]
+    served = [level["with_first_event"] for level in levels]
+    monolith = fanout.get("monolith")
+    if monolith:
+        labels.append(f"{monolith['viewers']:,}\nmonolith")
+        opened.append(monolith["viewers"])
+        served.append(monolith["with_first_event"])
+    places = range(len(labels))
+    axes.bar([x - 0.2 for x in places], opened, width=0.4, color="#9aa7b6", label="connected")
+    axes.bar([x + 0.2 for x in places], served, width=0.4, color="#2f6fdf", label="got results")
+    axes.set_xticks(list(places), labels)
+    axes.set_yscale("log")
+    axes.set_xlabel("open result streams")
+    delivery, health = fanout["delivery"], fanout["healthz"]
+    axes.set_title(
+        f"fanout at {delivery['viewers']:,} streams: vote → every stream p99 "
+        f"{delivery['p99_ms']} ms,\n/healthz p99 {health['p99_ms']} ms, "
+        f"{levels[-1]['rss_per_stream_kib']} KiB/stream, "
+        f"{levels[-1]['store_reads_per_s_under_load']} store reads/s",
+        fontsize=10,
+    )
+    axes.legend()

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 from bench.drain import measure_drain
+from bench.fanout import measure_fanout
 from bench.freshness import measure_freshness
 from bench.ingest import measure_ingest
 from bench.machine import describe_machine
 from bench.stack import running_stack
 
 RESULTS = Path(__file__).with_name("results")
-HARNESSES = ("ingest", "drain", "freshness")
+HARNESSES = ("ingest", "drain", "freshness", "fanout")
 
 
 def main() -> None:
@@ -36,6 +37,8 @@ def main() -> None:
                 figures = measure_drain(stack, votes=votes, voters=votes // 4)
             elif name == "freshness":
                 figures = measure_freshness(stack, rate=1000, seconds=5 if args.quick else 20)
+            elif name == "fanout":
+                figures = measure_fanout(stack, quick=args.quick)
             else:
                 raise SystemExit(f"unknown harness {name!r}; choose from {HARNESSES}")
             record = {"harness": name, "measured_at": started, "machine": machine, **figures}

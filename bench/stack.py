@@ -46,7 +46,11 @@ class Stack:
         migrate(conninfo_with_password(self.postgres.url, self.postgres.password))
 
     def start(self, service: str, **extra: str) -> str:
-        """Start `cloudvote <service>` and return its base URL once /readyz answers 200."""
+        """Start `cloudvote <service>` and return its base URL once /readyz answers 200.
+
+        A /readyz slower than one probe's timeout (the first request a new gunicorn worker
+        serves, on a busy machine) counts as "not yet", not as a failure.
+        """
         port = free_port()
         process = subprocess.Popen(
             [CLOUDVOTE, service, "--port", str(port)],
@@ -61,12 +65,20 @@ class Stack:
             if process.poll() is not None:
                 raise RuntimeError(f"{service} exited with {process.returncode}")
             try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"{base}/readyz", timeout=3).status_code == 200:
                     return base
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{service} did not become ready")
+
+    def pid_of(self, base: str) -> int:
+        """The server process (gunicorn's master) behind a URL that `start` returned."""
+        port = int(base.rsplit(":", 1)[1])
+        for process in self.processes:
+            if str(port) in process.args:
+                return process.pid
+        raise KeyError(base)
 
     def stop_all(self) -> None:
         for process in self.processes:

@@ -262,7 +262,9 @@ class RedisServer(_Server):
         port: int | None = None,
         password: str | None = None,
         binary: Path = REDIS_BINARY,
+        appendonly: bool = True,
     ) -> None:
+        """``appendonly=False`` runs with no AOF at all: not production, for bench/peer only."""
         if not os.access(binary, os.X_OK):
             raise ServerBinaryMissing(f"{binary} not found: {INSTALL_HINT}")
         self.directory = Path(directory)
@@ -271,6 +273,7 @@ class RedisServer(_Server):
         self.binary = binary
         self.password = password if password is not None else secrets.token_urlsafe(24)
         self.config_path = self.directory / "redis.conf"
+        self.appendonly = appendonly
 
     @property
     def url(self) -> str:
@@ -285,8 +288,9 @@ class RedisServer(_Server):
                     f"dir {self.directory}",
                     "daemonize no",
                     'logfile ""',
-                    # Durable like production: every write is fsynced before the reply.
-                    "appendonly yes",
+                    # Durable like production: every write is fsynced before the reply
+                    # (appendfsync only applies while appendonly is yes).
+                    "appendonly yes" if self.appendonly else "appendonly no",
                     "appendfsync always",
                     # No RDB snapshots: the AOF alone must be enough to survive a crash.
                     'save ""',
