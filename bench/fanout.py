@@ -3,8 +3,8 @@
 The crowd (tests/support/sse_crowd.py) grows through the levels on one stack (vote, worker,
 and result with WEB_CONCURRENCY=2), so every figure at a level is taken with that many
 viewers connected. Growing one crowd, rather than a fresh one per level, matters: the
-server only learns that a viewer left when a write to it fails, up to two keep-alives
-(30 s) later, so a closed crowd would still be counted by the next level.
+server looks for viewers that left only at each keep-alive (every 15 s), so a closed crowd
+would still be counted by the next level.
 
 At each level: how many streams got their first event, the RSS of result's master and
 workers, PostgreSQL transactions over an idle window (no votes, so the worker commits

@@ -12,10 +12,11 @@ from bench.fanout import measure_fanout
 from bench.freshness import measure_freshness
 from bench.ingest import measure_ingest
 from bench.machine import describe_machine
+from bench.server_models import measure_server_models
 from bench.stack import running_stack
 
 RESULTS = Path(__file__).with_name("results")
-HARNESSES = ("ingest", "drain", "freshness", "fanout")
+HARNESSES = ("ingest", "drain", "freshness", "fanout", "models")
 
 
 def main() -> None:
@@ -39,6 +40,8 @@ def main() -> None:
                 figures = measure_freshness(stack, rate=1000, seconds=5 if args.quick else 20)
             elif name == "fanout":
                 figures = measure_fanout(stack, quick=args.quick)
+            elif name == "models":
+                figures = measure_server_models(stack, quick=args.quick)
             else:
                 raise SystemExit(f"unknown harness {name!r}; choose from {HARNESSES}")
             record = {"harness": name, "measured_at": started, "machine": machine, **figures}
