@@ -8,7 +8,6 @@ in production, unless a test starts its own.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -19,7 +18,7 @@ import requests
 
 from tests.support.probes import probe_latencies, timed_get
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess
+from tests.support.services import Deployment, ServiceProcess, migrated_deployment
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
 
@@ -56,23 +55,11 @@ def deployment(
     redis_server: RedisServer,
     postgres_server: PostgresServer,
 ) -> Iterator[Deployment]:
-    redis_server.flush()
-    directory = tmp_path_factory.mktemp("live-results")
-    polls_file = directory / "polls.json"
-    polls_file.write_text(json.dumps(POLLS))
-    deployment = Deployment(
-        directory,
-        redis_server,
-        postgres_server,
-        postgres_server.new_database("e2e_live_results"),
-        CLOUDVOTE_POLLS_FILE=str(polls_file),
-    )
-    try:
-        migrate = deployment.run("migrate")
-        assert migrate.returncode == 0, migrate.log_tail()
+    directory = tmp_path_factory.mktemp("live_results")
+    with migrated_deployment(
+        directory, redis_server, postgres_server, "live_results", POLLS
+    ) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")

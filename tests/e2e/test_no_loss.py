@@ -32,7 +32,7 @@ import redis
 import requests
 
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment
+from tests.support.services import Deployment, migrated_deployment
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -102,27 +102,19 @@ def deployment(
     redis_server: RedisServer,
     postgres_server: PostgresServer,
 ) -> Iterator[Deployment]:
-    redis_server.flush()
     directory = tmp_path_factory.mktemp("no_loss")
-    polls_file = directory / "polls.json"
-    polls_file.write_text(json.dumps(POLLS))
-    deployment = Deployment(
+    with migrated_deployment(
         directory,
         redis_server,
         postgres_server,
-        postgres_server.new_database("e2e_no_loss"),
-        CLOUDVOTE_POLLS_FILE=str(polls_file),
+        "no_loss",
+        POLLS,
         # A dead worker's votes are reclaimed after 2 s instead of 15 s.
         WORKER_CLAIM_IDLE_MS="2000",
         WORKER_BATCH_SIZE="500",
         LOG_LEVEL="WARNING",
-    )
-    try:
-        migrate = deployment.run("migrate")
-        assert migrate.returncode == 0, migrate.log_tail()
+    ) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 def plan_votes(voters: list[str], rng: random.Random) -> list[list[tuple[str, str]]]:

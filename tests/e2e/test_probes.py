@@ -12,7 +12,6 @@ The dependencies are the session's shared servers, so every freeze is undone in 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -24,7 +23,7 @@ import requests
 
 from tests.support.probes import Answer, ProbeRun, probe_latencies, timed_get
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess
+from tests.support.services import Deployment, ServiceProcess, migrated_deployment
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
 
@@ -48,23 +47,11 @@ def deployment(
     redis_server: RedisServer,
     postgres_server: PostgresServer,
 ) -> Iterator[Deployment]:
-    redis_server.flush()
     directory = tmp_path_factory.mktemp("probes")
-    polls_file = directory / "polls.json"
-    polls_file.write_text(json.dumps(POLLS))
-    deployment = Deployment(
-        directory,
-        redis_server,
-        postgres_server,
-        postgres_server.new_database("e2e_probes"),
-        CLOUDVOTE_POLLS_FILE=str(polls_file),
-    )
-    try:
-        migrate = deployment.run("migrate")
-        assert migrate.returncode == 0, migrate.log_tail()
+    with migrated_deployment(
+        directory, redis_server, postgres_server, "probes", POLLS
+    ) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ every test while each still checks exact counts.
 
 from __future__ import annotations
 
-import json
 import secrets
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess
+from tests.support.services import Deployment, ServiceProcess, migrated_deployment
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,24 +61,11 @@ def deployment(
     redis_server: RedisServer,
     postgres_server: PostgresServer,
 ) -> Iterator[Deployment]:
-    redis_server.flush()
     directory = tmp_path_factory.mktemp("services")
-    polls_file = directory / "polls.json"
-    polls_file.write_text(json.dumps(POLLS))
-    database_url = postgres_server.new_database("e2e_services")
-    deployment = Deployment(
-        directory,
-        redis_server,
-        postgres_server,
-        database_url,
-        CLOUDVOTE_POLLS_FILE=str(polls_file),
-    )
-    try:
-        migrate = deployment.run("migrate")
-        assert migrate.returncode == 0, migrate.log_tail()
+    with migrated_deployment(
+        directory, redis_server, postgres_server, "services", POLLS
+    ) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ the service said, and teardown can stop it together with any children (gunicorn 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -243,3 +244,33 @@ class Deployment:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.close()
+
+
+@contextlib.contextmanager
+def migrated_deployment(
+    directory: Path,
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    name: str,
+    polls: Mapping[str, object],
+    **settings: str,
+) -> Iterator[Deployment]:
+    """A Deployment on an empty Redis and a new migrated database `e2e_<name>`, with the
+    polls written to a polls file; every process it started is stopped on exit."""
+    redis_server.flush()
+    polls_file = directory / "polls.json"
+    polls_file.write_text(json.dumps(polls))
+    deployment = Deployment(
+        directory,
+        redis_server,
+        postgres_server,
+        postgres_server.new_database(f"e2e_{name}"),
+        CLOUDVOTE_POLLS_FILE=str(polls_file),
+        **settings,
+    )
+    try:
+        migrate = deployment.run("migrate")
+        assert migrate.returncode == 0, migrate.log_tail()
+        yield deployment
+    finally:
+        deployment.close()
