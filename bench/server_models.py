@@ -18,21 +18,18 @@ cannot hold more streams than threads, so it is given a thread per stream here.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
-import requests
 from tests.support.probes import probe_latencies
-from tests.support.servers import free_port
 from tests.support.sse_crowd import ThreadedSseCrowd
 
 from bench.stack import Stack
 
 WEB_CONCURRENCY = 2
-# Replaces the result entry of WORKER_MODELS for one run, then runs the normal CLI.
+# Replaces the result entry of WORKER_MODELS for one run, then runs the normal CLI with
+# the arguments after the model.
 _LAUNCH = """
 import json, sys
 import cloudvote.entrypoints.server as server
@@ -40,7 +37,7 @@ model = json.loads(sys.argv[1])
 if model:
     server.WORKER_MODELS["result"] = model
 from cloudvote.entrypoints.cli import main
-sys.exit(main(["result"]))
+sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -57,38 +54,15 @@ def _cpu(pid: int) -> float:
     return sum(sum(member.cpu_times()[:2]) for member in _tree(pid))
 
 
-def _start(stack: Stack, name: str, model: dict[str, object] | None) -> tuple[str, int]:
-    port = free_port()
-    env = stack.env(
-        PORT=str(port),
-        WEB_CONCURRENCY=str(WEB_CONCURRENCY),
-        PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(dir=stack.workdir),
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, json.dumps(model)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(stack.workdir / f"result-{name}.log", "wb"),  # noqa: SIM115
-    )
-    stack.processes.append(process)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"result ({name}) exited with {process.returncode}")
-        try:
-            if requests.get(f"{base}/readyz", timeout=3).status_code == 200:
-                return base, process.pid
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"result ({name}) did not become ready")
-
-
 def _measure_one(
     stack: Stack, name: str, model: dict[str, object] | None, streams: int
 ) -> dict[str, float]:
-    base, pid = _start(stack, name, model)
+    base = stack.start(
+        "result",
+        launcher=(sys.executable, "-c", _LAUNCH, json.dumps(model)),
+        WEB_CONCURRENCY=str(WEB_CONCURRENCY),
+    )
+    pid = stack.pid_of(base)
     time.sleep(1)  # let the workers finish booting before the idle readings
     rss_idle, cpu_before = _rss(pid), _cpu(pid)
     started = time.monotonic()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +45,16 @@ class Stack:
     def migrate(self) -> None:
         migrate(conninfo_with_password(self.postgres.url, self.postgres.password))
 
-    def start(self, service: str, **extra: str) -> str:
+    def start(self, service: str, launcher: Sequence[str] = (CLOUDVOTE,), **extra: str) -> str:
         """Start `cloudvote <service>` and return its base URL once /readyz answers 200.
 
         A /readyz slower than one probe's timeout (the first request a new gunicorn worker
-        serves, on a busy machine) counts as "not yet", not as a failure.
+        serves, on a busy machine) counts as "not yet", not as a failure. `launcher` runs
+        something else in the console script's place, with the same arguments.
         """
         port = free_port()
         process = subprocess.Popen(
-            [CLOUDVOTE, service, "--port", str(port)],
+            [*launcher, service, "--port", str(port)],
             env=self.env(**extra),
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / f"{service}-{port}.log", "wb"),  # noqa: SIM115

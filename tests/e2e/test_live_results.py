@@ -62,21 +62,6 @@ def deployment(
         yield deployment
 
 
-@pytest.fixture(scope="module")
-def vote(deployment: Deployment) -> ServiceProcess:
-    return deployment.start("vote")
-
-
-@pytest.fixture(scope="module")
-def worker(deployment: Deployment) -> ServiceProcess:
-    return deployment.start("worker")
-
-
-@pytest.fixture(scope="module")
-def result(deployment: Deployment) -> ServiceProcess:
-    return deployment.start("result", WEB_CONCURRENCY="2")
-
-
 @pytest.fixture
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:

@@ -55,16 +55,6 @@ def deployment(
 
 
 @pytest.fixture(scope="module")
-def vote(deployment: Deployment) -> ServiceProcess:
-    return deployment.start("vote")
-
-
-@pytest.fixture(scope="module")
-def worker(deployment: Deployment) -> ServiceProcess:
-    return deployment.start("worker")
-
-
-@pytest.fixture(scope="module")
 def result(deployment: Deployment) -> ServiceProcess:
     # One process: the one holding the open streams is then surely the one the API test
     # asks, so it must have the last counts (another process may never have read them).
