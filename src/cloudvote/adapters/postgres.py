@@ -38,6 +38,18 @@ ON CONFLICT (poll_id, voter_id) DO UPDATE
 """
 
 
+# A server that vanishes without a reset (a lost node, a failover to a new address) is
+# found by TCP keepalives within about 25 s, instead of the kernel's two hours. The result
+# feed's one LISTEN connection would otherwise wait for notifications that never come.
+# A frozen server still acknowledges at the TCP level, so this never cuts a slow query.
+TCP_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 def conninfo_with_password(url: str, password: str = "") -> str:
     return make_conninfo(url, password=password) if password else url
 
@@ -54,7 +66,7 @@ def create_pool(
         # A connection broken by a server restart is found and replaced at checkout.
         check=ConnectionPool.check_connection,
         # The name shows in pg_stat_activity, so an operator sees which service holds what.
-        kwargs={"connect_timeout": 3, "application_name": application_name},
+        kwargs={"connect_timeout": 3, "application_name": application_name, **TCP_KEEPALIVES},
         reconnect_timeout=0,
     )
     pool.open(wait=False)
@@ -134,7 +146,7 @@ class PostgresTallyChanges:
         try:
             if self._conn is None:
                 self._conn = psycopg.connect(
-                    self.conninfo,
+                    make_conninfo(self.conninfo, **TCP_KEEPALIVES),
                     autocommit=True,
                     connect_timeout=3,
                     application_name=self.application_name,

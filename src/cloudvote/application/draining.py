@@ -108,6 +108,8 @@ class VoteDrainer:
                 backoff = self.settings.backoff_initial_s
             except (QueueUnavailable, StoreUnavailable) as error:
                 dependency = "queue" if isinstance(error, QueueUnavailable) else "store"
+                if dependency == "queue":
+                    self.stats.queue_depth = None  # unknown now; /stats must not show stale
                 for observer in self.observers:
                     observer.retried(dependency)
                 log.warning(

@@ -186,15 +186,19 @@ class LiveResults:
         if self.observer:
             self.observer.streams_open(1)
         self._start_feed()
+        subscription = Subscription(self, poll_id)
         if first_read:
             # Only the first viewer of a quiet poll reads it; a crowd that arrives at once
             # waits for that one read instead of each sending its own.
             try:
                 self._refresh(poll_id)
+            except BaseException:
+                subscription.close()
+                raise
             finally:
                 with self._lock:
                     channel.loading = False
-        return Subscription(self, poll_id)
+        return subscription
 
     def stop(self) -> None:
         """End the feed and wake every stream, so they finish (SIGTERM)."""
@@ -262,24 +266,31 @@ class LiveResults:
                     self._stopped.wait(pause)
                     more = self.changes.wait(0)
                     changed = None if more is None else changed | more
+                backoff = 0.1
+                watched = self._watched()
+                if changed is None or self.clock() >= next_resync:
+                    to_read = watched
+                    next_resync = self.clock() + self.resync_s
+                else:
+                    to_read = changed & watched
+                    self._forget(changed - watched)
+                for poll_id in sorted(to_read):
+                    self._refresh(poll_id)
+                if to_read:
+                    last_read = self.clock()
             except StoreUnavailable as error:
                 log.warning("results.feed_down", extra={"error": str(error), "retry_in_s": backoff})
                 self._mark_stale()
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            watched = self._watched()
-            if changed is None or self.clock() >= next_resync:
-                to_read = watched
-                next_resync = self.clock() + self.resync_s
-            else:
-                to_read = changed & watched
-                self._forget(changed - watched)
-            for poll_id in sorted(to_read):
-                self._refresh(poll_id)
-            if to_read:
-                last_read = self.clock()
+            except Exception:
+                # Anything else (a schema not migrated yet, a bug) must not end the one
+                # feed of the process for good: every viewer would freeze on old counts.
+                log.exception("results.feed_failed", extra={"retry_in_s": backoff})
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                # The changes this round took are gone with it: re-read everything watched.
+                next_resync = 0.0
         # Closed here, by the thread that waits on it, never from under its wait.
         self.changes.close()
 

@@ -40,7 +40,10 @@ WORKER_MODELS: dict[str, dict[str, Any]] = {
 }
 # Connections a result process takes beyond its stream limit: probes, pages and the API
 # still get in when every stream slot is taken, and a stream past the limit gets its 503.
-RESULT_SPARE_CONNECTIONS = 200
+# A refused viewer's connection stays open for the keep-alive (5 s) after its 503, so the
+# spare room is sized for a crowd over the limit retrying, not only for the probes; an
+# unused slot costs nothing.
+RESULT_SPARE_CONNECTIONS = 1000
 
 
 class ServiceServer(BaseApplication):  # type: ignore[misc]
@@ -97,7 +100,10 @@ def _raise_open_file_limit(server: Any) -> None:
     and the workers inherit it. A hard limit below what the streams need is logged."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:  # e.g. an unlimited hard limit on macOS
+            server.log.warning("could not raise the open-file limit to %s: %s", hard, error)
     needed = server.cfg.workers * server.cfg.worker_connections + 100
     if hard != resource.RLIM_INFINITY and hard < needed:
         server.log.warning(

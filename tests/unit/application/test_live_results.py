@@ -252,3 +252,57 @@ def test_the_last_viewer_leaving_makes_the_next_one_read_afresh(
 
     assert again is not None and again.results is not None
     assert again.results.total == 1
+
+
+class FailsOnce(InMemoryVoteStore):
+    """A store whose reads fail with an error the feed does not expect: the next one, or
+    all of them while `failing` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+        self.failing = False
+
+    def counts(self, poll_id: str) -> dict[str, int]:
+        if self.fail_next or self.failing:
+            self.fail_next = False
+            raise ValueError("a bug in the store adapter")
+        return super().counts(poll_id)
+
+
+def test_an_unexpected_error_in_the_feed_does_not_end_it(
+    changes: InMemoryTallyChanges, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FailsOnce()
+    live = LiveResults(ResultsView(CATALOG, store), changes, max_streams=10)
+    try:
+        viewer = live.subscribe("default")
+        first = viewer.next(0, WAIT)
+        assert first is not None
+
+        store.fail_next = True
+        store.apply([vote(1)])
+        changes.announce("default")  # the read for this one raises, and the change is lost
+
+        # Well before the 30 s resync: the feed re-reads what it watches after a failure.
+        wait_for_total(viewer, 1, after=first.version)
+        assert any(r.message == "results.feed_failed" for r in caplog.records)
+    finally:
+        live.stop()
+
+
+def test_a_first_read_that_fails_unexpectedly_gives_its_slot_back(
+    changes: InMemoryTallyChanges,
+) -> None:
+    store = FailsOnce()
+    live = LiveResults(ResultsView(CATALOG, store), changes, max_streams=1)
+    try:
+        store.failing = True
+        with pytest.raises(ValueError, match="a bug"):
+            live.subscribe("default")
+
+        assert live.open_streams == 0
+        store.failing = False
+        assert live.subscribe("default").next(0, WAIT) is not None
+    finally:
+        live.stop()

@@ -308,6 +308,26 @@ def test_results_pages_point_the_chart_at_their_poll(
 
 
 @pytest.mark.timeout(20)
+def test_head_requests_on_the_stream_never_keep_a_slot() -> None:
+    """Uptime checkers and `curl -I` send HEAD: werkzeug closes that body unread."""
+    components = _components(InMemoryVoteQueue(), InMemoryVoteStore(), max_streams=2)
+    client = create_monolith_app(components=components).test_client()
+    assert components.live is not None
+
+    for _ in range(5):
+        # Closed as a server closes every answer once it is sent.
+        with client.head("/api/polls/default/results/stream") as response:
+            assert response.status_code == 200
+
+    assert components.live.open_streams == 0
+    response = client.get("/api/polls/default/results/stream", buffered=False)
+    try:
+        assert response.status_code == 200
+    finally:
+        response.close()
+    assert components.live.open_streams == 0
+
+
 def test_the_results_stream_sends_the_current_counts_first(
     harness: Harness, client: FlaskClient
 ) -> None:

@@ -72,6 +72,9 @@ def result_blueprint(live: LiveResults) -> Blueprint:
         response = Response(
             _stream(subscription, request.environ), content_type="text/event-stream"
         )
+        # The slot is also freed when the stream never starts: werkzeug closes a HEAD
+        # answer's body unread, so the generator's own cleanup would never run.
+        response.call_on_close(subscription.close)
         response.headers["Cache-Control"] = "no-store"
         # Tell nginx not to buffer, or updates would arrive in bursts.
         response.headers["X-Accel-Buffering"] = "no"
