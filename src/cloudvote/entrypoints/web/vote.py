@@ -106,9 +106,7 @@ def _form_vote(caster: VoteCaster, poll_id: str, back_to: str) -> BaseResponse:
         ("Location", back_to),
         ("Set-Cookie", f"voted_{poll_id}={option}{_CHOICE_COOKIE_ATTRIBUTES}"),
     ]
-    if is_new:
-        headers.append(("Set-Cookie", _voter_cookie(voter_id)))
-    return Response(status=303, headers=headers)
+    return _with_voter_cookie(Response(status=303, headers=headers), voter_id, is_new)
 
 
 def _form_field(name: str) -> str | None:
@@ -154,11 +152,7 @@ def _voter_id() -> tuple[str, bool]:
     return secrets.token_hex(16), True  # 128 random bits
 
 
-def _voter_cookie(voter_id: str) -> str:
-    return f"{VOTER_COOKIE}={voter_id}{_VOTER_COOKIE_ATTRIBUTES}"
-
-
 def _with_voter_cookie(response: R, voter_id: str, is_new: bool) -> R:
     if is_new:
-        response.headers.add("Set-Cookie", _voter_cookie(voter_id))
+        response.headers.add("Set-Cookie", f"{VOTER_COOKIE}={voter_id}{_VOTER_COOKIE_ATTRIBUTES}")
     return response
