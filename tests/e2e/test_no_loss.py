@@ -51,16 +51,37 @@ POLLS = {"polls": [{"id": "default", "options": [{"id": o} for o in OPTIONS]}]}
 
 @dataclass
 class Ledger:
-    """What the client knows for certain: each voter's last vote the server accepted."""
+    """What the client knows for certain: each voter's last vote the server accepted.
 
+    It also gates the clients: they may send at most `allowed` votes. The test opens the
+    gate a little past each kill's moment, so votes keep arriving while the worker dies,
+    but the run can never finish before the last kill, however fast the vote path gets.
+    """
+
+    allowed: int
     last_accepted: dict[str, str] = field(default_factory=dict)
     sent: int = 0
     refused: list[tuple[str, int]] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = threading.Condition(self.lock)
 
     def has_sent(self, count: int) -> bool:
         return self.sent >= count
+
+    def open_gate(self, allowed: int) -> None:
+        with self.gate:
+            self.allowed = allowed
+            self.gate.notify_all()
+
+    def wait_for_gate(self) -> None:
+        """Block while the votes sent so far fill the gate (a few may overshoot)."""
+        with self.gate:
+            if not self.gate.wait_for(lambda: self.sent < self.allowed, timeout=CLIENT_SECONDS):
+                raise TimeoutError(f"the gate stayed shut at {self.allowed} votes")
 
 
 class VotingClient:
@@ -137,6 +158,7 @@ def send_votes(port: int, plan: list[tuple[str, str]], ledger: Ledger, seed: int
     client = VotingClient(port)
     try:
         for voter, option in plan:
+            ledger.wait_for_gate()
             status = client.vote(voter, option, as_form=rng.random() < 0.5)
             with ledger.lock:
                 ledger.sent += 1
@@ -155,6 +177,9 @@ HOLDING = "holding unacknowledged votes"
 IN_TRANSACTION = "inside its uncommitted transaction"
 # When (fraction of votes sent) and in which state the worker is SIGKILLed.
 KILLS = ((0.2, HOLDING), (0.45, IN_TRANSACTION), (0.7, HOLDING), (0.9, IN_TRANSACTION))
+# How far past a kill's moment the clients may go before that kill is done: enough votes
+# to build the backlog the kill needs, and the last gate (0.98) still leaves votes unsent.
+GATE_AHEAD = 0.08
 # The worker's uncommitted upsert, seen from PostgreSQL (the probe itself excluded).
 _UNCOMMITTED_UPSERT = """
 SELECT count(*) FROM pg_stat_activity
@@ -243,7 +268,7 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
     plans = plan_votes(voters, rng)
     total_votes = sum(len(plan) for plan in plans)
     assert total_votes >= TOTAL_VOTES
-    ledger = Ledger()
+    ledger = Ledger(allowed=int((KILLS[0][0] + GATE_AHEAD) * total_votes))
     clients = [
         threading.Thread(
             target=send_votes, args=(vote.port, plan, ledger, seed + i), name=f"client-{i}"
@@ -262,7 +287,8 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
         for client in clients:
             client.start()
         try:
-            for fraction, moment in KILLS:
+            next_moments = [fraction for fraction, _ in KILLS[1:]] + [None]
+            for (fraction, moment), next_fraction in zip(KILLS, next_moments, strict=True):
                 wait_until(
                     partial(ledger.has_sent, int(fraction * total_votes)),
                     timeout=CLIENT_SECONDS,
@@ -271,7 +297,13 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
                 )
                 kills.append(worker.kill(moment, ledger))
                 worker.restart()
+                ledger.open_gate(
+                    total_votes
+                    if next_fraction is None
+                    else int((next_fraction + GATE_AHEAD) * total_votes)
+                )
         finally:
+            ledger.open_gate(total_votes)
             for client in clients:
                 client.join(timeout=CLIENT_SECONDS)
         assert not any(client.is_alive() for client in clients), "client threads hung"
