@@ -93,6 +93,43 @@ def test_cluster_ip_service_spreads_over_the_replicas(web: str) -> None:
     assert answers == set(ready_pod_names(web, "app=web")), answers
 
 
+def schedulable_nodes() -> list[str]:
+    """Nodes an ordinary pod may land on: not cordoned, and no NoSchedule taint."""
+    return [
+        node["metadata"]["name"]
+        for node in get_json("nodes")["items"]
+        if not node["spec"].get("unschedulable")
+        and not any(t.get("effect") == "NoSchedule" for t in node["spec"].get("taints", []))
+    ]
+
+
+def test_pods_reach_pods_on_every_other_node(web: str) -> None:
+    """Pod to pod by address, no Service in between: the pod network spans the nodes."""
+    client = get_json("pod", "-n", web, "client")
+    others = [node for node in schedulable_nodes() if node != client["spec"]["nodeName"]]
+    if not others:
+        pytest.skip("a single schedulable node: no other node to reach")
+    template = hostname_deployment("peer")["spec"]["template"]
+    peers = {f"peer-{index}": node for index, node in enumerate(others)}
+    apply(
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "peer"}},
+                "spec": {**template["spec"], "nodeName": node},
+            }
+            for name, node in peers.items()
+        ),
+        namespace=web,
+    )
+    for name, node in peers.items():
+        wait_pod_ready(web, name)
+        address = get_json("pod", "-n", web, name)["status"]["podIP"]
+        answer = fetch_from_pod(web, "client", f"http://{address}:8080/")
+        assert answer == name, f"client on {client['spec']['nodeName']} -> {name} on {node}"
+
+
 @pytest.mark.parametrize("host", ["web", "web.{ns}", "web.{ns}.svc.cluster.local"])
 def test_dns_resolves_service_names(web: str, host: str) -> None:
     answer = fetch_from_pod(web, "client", f"http://{host.format(ns=web)}/")

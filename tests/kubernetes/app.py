@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,10 +80,12 @@ def adapt_storage_class(objects: list[Manifest]) -> list[Manifest]:
 
 
 def prepare_static_volumes(objects: list[Manifest]) -> None:
-    """Create each hostPath PersistentVolume's directory on the node, as its admin would.
+    """Create each hostPath PersistentVolume's directory on every node, as its admin would.
 
-    A root pod in a throwaway namespace with the `privileged` Pod Security level does it,
-    so this works on any single-node cluster without shell access to the node.
+    A hostPath volume is whatever that path holds on the node the pod lands on, so on a
+    multi-node cluster every node gets the directory. One root pod per node, pinned there
+    by nodeName, in a throwaway namespace with the `privileged` Pod Security level, so
+    this works without shell access to the nodes.
     """
     paths = [
         obj["spec"]["hostPath"]["path"]
@@ -97,43 +101,52 @@ def prepare_static_volumes(objects: list[Manifest]) -> None:
         "    os.makedirs(path, exist_ok=True)\n"
         f"    os.chown(path, {STATIC_VOLUME_OWNER}, {STATIC_VOLUME_OWNER})\n"
     )
+    nodes = [node["metadata"]["name"] for node in get_json("nodes")["items"]]
     labels = {"pod-security.kubernetes.io/enforce": "privileged"}
     with temporary_namespace("cv-node-admin", labels=labels) as namespace:
+        pods = {f"mkdir-{index}": node for index, node in enumerate(nodes)}
         apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "mkdir"},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "mkdir",
-                            "image": TEST_IMAGE,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["python", "-c", script, *paths],
-                            "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
-                            "volumeMounts": [{"name": "host", "mountPath": parent}],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "host",
-                            "hostPath": {"path": parent, "type": "DirectoryOrCreate"},
-                        }
-                    ],
-                },
-            },
+            *(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod},
+                    "spec": {
+                        "nodeName": node,
+                        # A control-plane node's NoSchedule taint does not stop a pod that
+                        # names its node, but the admin's pod says it means it.
+                        "tolerations": [{"operator": "Exists"}],
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "mkdir",
+                                "image": TEST_IMAGE,
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": ["python", "-c", script, *paths],
+                                "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+                                "volumeMounts": [{"name": "host", "mountPath": parent}],
+                            }
+                        ],
+                        "volumes": [
+                            {
+                                "name": "host",
+                                "hostPath": {"path": parent, "type": "DirectoryOrCreate"},
+                            }
+                        ],
+                    },
+                }
+                for pod, node in pods.items()
+            ),
             namespace=namespace,
         )
-        wait_until(
-            lambda: get_json("pod", "-n", namespace, "mkdir")["status"]["phase"],
-            lambda phase: phase in ("Succeeded", "Failed"),
-            timeout=120,
-            what="the node directory pod",
-        )
-        phase = get_json("pod", "-n", namespace, "mkdir")["status"]["phase"]
-        assert phase == "Succeeded", kubectl("logs", "-n", namespace, "mkdir").stdout
+        for pod, node in pods.items():
+            phase = wait_until(
+                lambda pod=pod: get_json("pod", "-n", namespace, pod)["status"]["phase"],
+                lambda phase: phase in ("Succeeded", "Failed"),
+                timeout=120,
+                what=f"the node directory pod on {node}",
+            )
+            assert phase == "Succeeded", kubectl("logs", "-n", namespace, pod).stdout
 
 
 def wait_app_ready(namespace: str, timeout: int = 300) -> None:
@@ -262,6 +275,38 @@ class Cloudvote:
 
     def ready_pods(self, component: str) -> list[Manifest]:
         return ready_pods(self.namespace, f"app.kubernetes.io/name={component}")
+
+
+class ResultReader:
+    """Reads the results API through the gateway in a loop, counting non-200 answers."""
+
+    def __init__(self, app: Cloudvote, max_seconds: float = 600) -> None:
+        self.app = app
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(max_seconds,), daemon=True)
+
+    def __enter__(self) -> ResultReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self, max_seconds: float) -> None:
+        deadline = time.monotonic() + max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, _ = self.app.request("GET", "/api/polls/default/results")
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(str(status))
+            except OSError as error:
+                self.failures.append(type(error).__name__)
+            self._stop.wait(0.1)
 
 
 def assert_no_accepted_vote_lost(app: Cloudvote, load: SteadyVotes) -> None:

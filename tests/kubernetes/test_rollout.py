@@ -7,51 +7,18 @@ must stall without dropping traffic, and `kubectl rollout undo` must bring it ba
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.kubernetes.app import Cloudvote, assert_no_accepted_vote_lost
+from tests.kubernetes.app import Cloudvote, ResultReader, assert_no_accepted_vote_lost
 from tests.support.kube import get_json, kubectl, wait_rollout
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 SERVICES = ("vote", "result", "worker")
-
-
-class ResultReader:
-    """Reads the results API through the gateway in a loop, counting non-200 answers."""
-
-    def __init__(self, app: Cloudvote, max_seconds: float = 600) -> None:
-        self.app = app
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(max_seconds,), daemon=True)
-
-    def __enter__(self) -> ResultReader:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self, max_seconds: float) -> None:
-        deadline = time.monotonic() + max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status, _ = self.app.request("GET", "/api/polls/default/results")
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(str(status))
-            except OSError as error:
-                self.failures.append(type(error).__name__)
-            self._stop.wait(0.1)
 
 
 def container_image(app: Cloudvote, deployment: str) -> str:

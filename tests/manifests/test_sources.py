@@ -70,6 +70,8 @@ def test_gateway_logs_to_minute_files_for_the_sidecar() -> None:
 
 def test_secret_files_are_ignored_and_examples_are_committed() -> None:
     for overlay in sorted((K8S / "overlays").iterdir()):
+        if "secretGenerator" not in (overlay / "kustomization.yaml").read_text():
+            continue  # it reuses the secrets of the overlay it builds on
         example = overlay / "secrets.env.example"
         assert example.is_file(), overlay
         keys = [

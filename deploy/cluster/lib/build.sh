@@ -49,11 +49,14 @@ build_all() {
     build_component kubernetes "$(kube_ldflags)" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
         k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
-        k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl ./cmd/lb-controller
+        k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl ./cmd/lb-controller \
+        k8s.io/kubernetes/cmd/kubeadm
     build_component etcd "-s -w" .
     build_component coredns "-s -w" .
     build_component metrics-server "-s -w" sigs.k8s.io/metrics-server/cmd/metrics-server
     build_component local-path-provisioner "-s -w" github.com/rancher/local-path-provisioner
     build_component kube-router "-s -w" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+    # kind and kubeadm serve only the multi-node cluster (deploy/kind); both build in seconds.
+    build_component kind "-s -w" sigs.k8s.io/kind
     say "  binaries ready in $((SECONDS - started))s"
 }

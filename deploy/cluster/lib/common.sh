@@ -26,6 +26,8 @@ STATIC_PV_DIR=/var/local/cloudvote
 
 # Versions: each is the module version the wrapper go.mod in deploy/cluster/src pins.
 KUBE_VERSION=v1.34.4
+ETCD_VERSION=3.5.35
+KIND_VERSION=v0.30.0
 COREDNS_VERSION=1.14.7
 METRICS_SERVER_VERSION=0.8.0
 PAUSE_IMAGE=cloudvote.local/pause:3.10

@@ -68,3 +68,10 @@ normalize_image() {
     [[ $name == *:* && ${name##*/} == *:* ]] || name=$name:latest
     echo "$name"
 }
+
+# overlay_images DIR: every image the workloads of a rendered kustomize directory name.
+overlay_images() {
+    local rendered
+    rendered=$(kubectl kustomize "$1") || die "kubectl kustomize $1 failed"
+    awk '$1 == "image:" || $2 == "image:" {print $NF}' <<<"$rendered" | tr -d '"' | sort -u
+}
