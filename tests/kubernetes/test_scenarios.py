@@ -46,7 +46,7 @@ from tests.kubernetes.scenarios import (
     wait_stored,
     waiting_reason,
 )
-from tests.support.kube import Manifest, condition, kubectl
+from tests.support.kube import Manifest, condition, get_json, kubectl
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -361,6 +361,115 @@ def test_crashloop_db_not_ready_recovers_with_the_init_container_and_keeps_every
     assert finished["status"]["containerStatuses"][0]["restartCount"] == 0
     wait_app_ready(NAMESPACE, timeout=180)
     wait_stored(before | during, timeout=180)  # nothing lost, nothing left in the queue
+
+
+POSTGRES = "app.kubernetes.io/name=postgres"
+
+
+def unschedulable_postgres() -> Manifest | None:
+    """postgres-0 of the scenario's template, which the scheduler could not place."""
+    for pod in pods(POSTGRES):
+        if (
+            pod["spec"]["nodeSelector"].get("disktype") == "nvme"
+            and condition(pod, "PodScheduled") == "False"
+        ):
+            return pod
+    return None
+
+
+def wait_unschedulable_postgres() -> Manifest:
+    pod = wait_until(
+        unschedulable_postgres, timeout=120, interval=1, what="postgres-0 Pending, unschedulable"
+    )
+    assert pod is not None
+    scheduled = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert scheduled["reason"] == "Unschedulable", scheduled
+    assert "didn't match Pod's node affinity/selector" in scheduled["message"], scheduled
+    assert pod["status"]["phase"] == "Pending" and "nodeName" not in pod["spec"]
+    assert not pod["status"].get("containerStatuses")  # nothing ever started
+    return pod
+
+
+@pytest.mark.timeout(540)
+def test_unschedulable_node_selector_keeps_postgres_pending_until_a_node_has_the_label() -> None:
+    before = cast_votes(5)
+    assert len(before) == 5
+    wait_stored(before)
+    # The node postgres-0 runs on now: its volume is there, so that is the node to label.
+    node = pods(POSTGRES)[0]["spec"]["nodeName"]
+    original = get_json("node", node)["metadata"]["labels"].get("disktype")
+    volume = get("pvc", "data-postgres-0")["spec"]["volumeName"]
+    assert not get_json("nodes", "-l", "disktype=nvme")["items"], "a node already has the label"
+    apply_scenario("unschedulable-node-selector")
+
+    wait_unschedulable_postgres()
+    assert any(
+        "didn't match Pod's node affinity/selector" in m
+        for m in event_messages("postgres-0", "FailedScheduling")
+    )
+    # The claim outlives its pod: still bound to the same volume, on the same node.
+    claim = get("pvc", "data-postgres-0")
+    assert (claim["status"]["phase"], claim["spec"]["volumeName"]) == ("Bound", volume)
+    slices = get("endpointslices", "-l", "kubernetes.io/service-name=postgres")["items"]
+    assert not [e for s in slices for e in s.get("endpoints") or []]
+    wait_until(
+        lambda: ready_pods("app.kubernetes.io/name=result"),
+        lambda ready: not ready,
+        timeout=60,
+        interval=2,
+        what="result unready (its /readyz checks PostgreSQL)",
+    )
+    stuck = rollout_status("statefulset/postgres", 10)
+    assert stuck.returncode != 0 and "Waiting for 1 pods to be ready" in stuck.stdout, stuck
+
+    # Fix 1: give the volume's node the label the pod requires.
+    try:
+        wait_until(
+            lambda: get_json("node", node)["spec"].get("unschedulable", False),
+            lambda cordoned: not cordoned,
+            timeout=120,
+            interval=2,
+            what=f"node {node} schedulable",
+        )
+        kubectl("label", "node", node, "disktype=nvme", "--overwrite")
+        wait_app_ready(NAMESPACE, timeout=180)  # postgres-0 first, then result and worker
+        assert pods(POSTGRES)[0]["spec"]["nodeName"] == node
+        wait_stored(before)  # the same volume, so the votes from before are there
+    finally:
+        restore = f"disktype={original}" if original else "disktype-"
+        kubectl("label", "node", node, restore, "--overwrite")
+
+    # Without the label, the running pod stays (IgnoredDuringExecution), but the next
+    # pod the StatefulSet makes is Pending again.
+    assert run("delete", "pod", "postgres-0", "--wait=true", timeout=120).returncode == 0
+    stranded = wait_unschedulable_postgres()
+
+    # Fix 2: back to the base's preference. The StatefulSet does not replace a pod that
+    # never became ready (OrderedReady waits for it), so the stranded pod is deleted too.
+    apply_scenario("baseline")
+    sts = wait_until(
+        lambda: get("statefulset", "postgres"),
+        lambda s: s["status"].get("observedGeneration") == s["metadata"]["generation"],
+        timeout=60,
+        interval=1,
+        what="statefulset/postgres observed",
+    )
+    updated = sts["status"]["updateRevision"]
+    assert stranded["metadata"]["labels"]["controller-revision-hash"] != updated
+    time.sleep(20)
+    still = unschedulable_postgres()
+    assert still is not None and still["metadata"]["uid"] == stranded["metadata"]["uid"]
+    assert run("delete", "pod", "postgres-0", "--wait=true", timeout=120).returncode == 0
+    wait_app_ready(NAMESPACE, timeout=180)
+    fixed = pods(POSTGRES)[0]
+    assert fixed["metadata"]["labels"]["controller-revision-hash"] == updated
+    spec = fixed["spec"]
+    assert "disktype" not in spec["nodeSelector"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in spec["affinity"]["nodeAffinity"]
+    assert get("pvc", "data-postgres-0")["spec"]["volumeName"] == volume
+    after = cast_votes(5)
+    assert len(after) == 5
+    wait_stored(before | after)
 
 
 def replicas_changes(samples: list[int]) -> list[str]:

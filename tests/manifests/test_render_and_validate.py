@@ -46,7 +46,7 @@ def test_every_target_is_found() -> None:
         "components/worker-queue-hpa",
     ):
         assert expected in names
-    assert sum(name.startswith("scenarios/") for name in names) >= 10
+    assert sum(name.startswith("scenarios/") for name in names) >= 11
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -20,6 +20,7 @@ CHANGES = {
     "imagepullbackoff": {("Deployment", "vote")},
     "readiness-never-passes": {("Deployment", "vote")},
     "bad-rollout-undo": {("Deployment", "vote")},
+    "unschedulable-node-selector": {("StatefulSet", "postgres")},
     "hpa-flapping": {
         ("HorizontalPodAutoscaler", "vote"),
         ("Job", "burst-load"),
