@@ -15,8 +15,14 @@ KIND_HOME=$CLUSTER_HOME/kind
 KIND_IMAGE_REPO=cloudvote.local/kind
 NODE_IMAGE_REPO=cloudvote.local/kind-node
 
-kind_nodes() { kind get nodes --name "$KIND_CLUSTER" 2>/dev/null; }
 kubectl_kind() { "$BIN_DIR/kubectl" --context "$KIND_CONTEXT" "$@"; }
+
+# classic_build TAG CONTEXT [DOCKER BUILD ARGS...]: the classic builder (BuildKit needs the
+# buildx plugin here), without its deprecation banner. The caller checks the result.
+classic_build() {
+    DOCKER_BUILDKIT=0 docker build -q "${@:3}" -t "$1" "$2" 2>&1 >/dev/null |
+        grep -v -e DEPRECATED -e "BuildKit is currently" -e "environment-variable" -e "^$" >&2 || true
+}
 
 # component_image TAG BINARY BASE [PACKAGE...]: BINARY in /usr/local/bin of an image on
 # BASE (scratch, or the Debian base with PACKAGES installed). kubeadm's static pods and
@@ -48,7 +54,7 @@ component_image() {
     fi
     echo "LABEL org.cloudvote.recipe=$recipe" >>"$context/Dockerfile"
     cp "$BIN_DIR/$binary" "$context/$binary"
-    DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" 2>&1 >/dev/null | grep -v -e DEPRECATED -e "BuildKit is" -e "environment-variable" -e "^$" >&2 || true
+    classic_build "$tag" "$context"
     [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.recipe"}}' "$tag" 2>/dev/null)" == "$recipe" ]] ||
         die "docker build of $tag failed"
     rm -rf "$context"
