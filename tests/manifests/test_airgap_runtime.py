@@ -77,3 +77,10 @@ def test_a_config_without_the_missing_capability_is_left_as_it_was(
     before = (bundle / "config.json").read_text()
     run(tmp_path, "create", "--bundle", str(bundle), "id2", missing="CAP_BPF")
     assert json.loads((bundle / "config.json").read_text()) == json.loads(before)
+
+
+def test_a_process_without_capabilities_passes_untouched(tmp_path: Path) -> None:
+    process = tmp_path / "process.json"
+    process.write_text(json.dumps({"args": ["true"]}))
+    run(tmp_path, "exec", "--process", str(process), "id3", missing="CAP_SYS_RESOURCE")
+    assert json.loads(process.read_text()) == {"args": ["true"]}

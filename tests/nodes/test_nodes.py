@@ -70,13 +70,20 @@ def test_the_daemonset_runs_exactly_one_pod_on_every_node(app: Cloudvote, nodes:
     placed = cluster.pods_by_node(app.namespace, NODE_AGENT)
     assert sorted(placed) == list(nodes.all), placed
     assert all(len(pods) == 1 for pods in placed.values()), placed
+    ready = {p["spec"]["nodeName"] for p in ready_pods(app.namespace, NODE_AGENT)}
+    assert sorted(ready) == list(nodes.all), "a node agent is not Ready"
+
+
+def spread_evenly(placed: dict[str, list[str]], workers: tuple[str, ...]) -> bool:
+    """maxSkew 1 over the workers: their pod counts differ by one at most."""
+    counts = [len(placed.get(worker, [])) for worker in workers]
+    return set(placed) <= set(workers) and max(counts) - min(counts) <= 1
 
 
 def test_vote_replicas_run_on_different_nodes(app: Cloudvote, nodes: Nodes) -> None:
     placed = cluster.pods_by_node(app.namespace, VOTE)
     assert sum(len(pods) for pods in placed.values()) >= 2, placed
-    assert all(len(pods) == 1 for pods in placed.values()), placed
-    assert set(placed) <= set(nodes.workers), "a vote pod on the tainted control plane"
+    assert len(placed) >= 2 and spread_evenly(placed, nodes.workers), placed
 
 
 def test_postgres_and_redis_prefer_the_node_labelled_ssd(app: Cloudvote, nodes: Nodes) -> None:
@@ -85,7 +92,7 @@ def test_postgres_and_redis_prefer_the_node_labelled_ssd(app: Cloudvote, nodes: 
 
 
 def test_a_rolling_update_spreads_the_new_pods_and_fails_no_request(
-    app: Cloudvote, steady_load: SteadyVotes
+    app: Cloudvote, nodes: Nodes, steady_load: SteadyVotes
 ) -> None:
     release = secrets.token_hex(3)
     with ResultReader(app) as reader:
@@ -106,9 +113,10 @@ def test_a_rolling_update_spreads_the_new_pods_and_fails_no_request(
         )
     ]
     assert len(new_pods) >= 2
-    assert len({pod["spec"]["nodeName"] for pod in new_pods}) == len(new_pods), [
-        (pod["metadata"]["name"], pod["spec"]["nodeName"]) for pod in new_pods
-    ]
+    placed: dict[str, list[str]] = {}
+    for pod in new_pods:
+        placed.setdefault(pod["spec"]["nodeName"], []).append(pod["metadata"]["name"])
+    assert len(placed) >= 2 and spread_evenly(placed, nodes.workers), placed
     assert set(steady_load.statuses) == {"202"}, steady_load.summary()
     assert reader.failures == [] and reader.ok > 0, reader.failures[:20]
     assert_no_accepted_vote_lost(app, steady_load)
@@ -242,10 +250,14 @@ def test_a_lost_database_node_keeps_postgres_0_bound_to_it_until_it_returns(
             what=f"{lost} NotReady",
         )
         TIMINGS["lost database node: NotReady after"] = time.monotonic() - killed
-        # Past the stateless pods' 30 s toleration: they have left, postgres-0 has not.
-        time.sleep(45)
+        # Ask for postgres-0 to go, as an eviction would. Its kubelet cannot confirm that
+        # the container stopped, so the pod stays, marked for deletion, and the
+        # StatefulSet must not start a second postgres-0 elsewhere meanwhile.
+        kubectl("delete", "pod", "-n", app.namespace, "postgres-0", "--wait=false")
+        time.sleep(45)  # past the stateless pods' 30 s toleration: they have left
         pod = get_json("pod", "-n", app.namespace, "postgres-0")
         assert pod["metadata"]["uid"] == pod_uid, "a second postgres-0 was created"
+        assert pod["metadata"].get("deletionTimestamp"), pod["metadata"]
         assert pod["spec"]["nodeName"] == lost
         assert cluster.pods_by_node(app.namespace, VOTE).keys().isdisjoint({lost})
     finally:
