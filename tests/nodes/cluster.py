@@ -55,6 +55,16 @@ def wait_ready(name: str, timeout: float = 180) -> None:
     wait_until(lambda: is_ready(name), timeout=timeout, interval=1, what=f"node {name} Ready")
 
 
+def wait_not_ready(name: str, timeout: float = 180) -> None:
+    wait_until(
+        lambda: is_ready(name),
+        lambda ready: not ready,
+        timeout=timeout,
+        interval=1,
+        what=f"node {name} NotReady",
+    )
+
+
 def taint_keys(name: str) -> set[str]:
     return {t["key"] for t in node(name)["spec"].get("taints", [])}
 

@@ -188,13 +188,7 @@ def test_a_lost_worker_has_its_pods_replaced_and_loses_no_accepted_vote(
             # Power off: SIGKILL to the node's init, no drain, no goodbye to the API.
             killed = time.monotonic()
             cluster.docker("kill", "--signal", "KILL", container)
-            wait_until(
-                lambda: cluster.is_ready(lost),
-                lambda ready: not ready,
-                timeout=180,
-                interval=1,
-                what=f"{lost} NotReady",
-            )
+            cluster.wait_not_ready(lost)
             not_ready = time.monotonic() - killed
             wait_until(
                 lambda: cluster.taint_keys(lost),
@@ -242,13 +236,7 @@ def test_a_lost_database_node_keeps_postgres_0_bound_to_it_until_it_returns(
     killed = time.monotonic()
     cluster.docker("kill", "--signal", "KILL", container)
     try:
-        wait_until(
-            lambda: cluster.is_ready(lost),
-            lambda ready: not ready,
-            timeout=180,
-            interval=1,
-            what=f"{lost} NotReady",
-        )
+        cluster.wait_not_ready(lost)
         TIMINGS["lost database node: NotReady after"] = time.monotonic() - killed
         # Ask for postgres-0 to go, as an eviction would. Its kubelet cannot confirm that
         # the container stopped, so the pod stays, marked for deletion, and the
