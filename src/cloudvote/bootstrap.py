@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from cloudvote.adapters.polls_file import load_polls_file
 from cloudvote.application.draining import DrainSettings, VoteDrainer
 from cloudvote.application.live_results import LiveResults, PollingTallyChanges
+from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
 from cloudvote.application.voting import VoteCaster
 from cloudvote.config import Settings
@@ -98,16 +99,19 @@ def build_vote_service(settings: Settings) -> Components:
     components = Components(settings, load_catalog(settings))
     queue = _redis_queue(settings, components)
     components.queue = queue
-    components.caster = VoteCaster(components.catalog, queue)
+    components.caster = VoteCaster(components.catalog, queue, settings.instance_name())
     return components
 
 
-def _live_results(settings: Settings, view: ResultsView, changes: TallyChanges) -> LiveResults:
+def _live_results(
+    settings: Settings, view: ResultsView, changes: TallyChanges, store: VoteStore
+) -> LiveResults:
     return LiveResults(
         view,
         changes,
         max_streams=settings.max_streams,
         observer=PrometheusLiveResultsObserver(),
+        pipeline=PipelineView(store),
     )
 
 
@@ -121,7 +125,7 @@ def build_result_service(settings: Settings) -> Components:
     changes = PostgresTallyChanges(
         conninfo_with_password(settings.require_database_url(), settings.database_password)
     )
-    components.live = _live_results(settings, components.results, changes)
+    components.live = _live_results(settings, components.results, changes, store)
     components.closers.append(components.live.stop)
     return components
 
@@ -142,8 +146,15 @@ def build_worker(settings: Settings) -> Components:
         store,
         _drain_settings(settings),
         observers=[PrometheusDrainObserver()],
+        name=_worker_name(settings),
     )
     return components
+
+
+def _worker_name(settings: Settings) -> str:
+    """A pod runs one worker; outside Kubernetes several may share a host, so the process
+    id tells them apart."""
+    return settings.pod_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def build_monolith(settings: Settings) -> Components:
@@ -158,10 +169,10 @@ def build_monolith(settings: Settings) -> Components:
     source: VoteSource = queue
     components.queue = queue
     components.store = store
-    components.caster = VoteCaster(components.catalog, queue)
+    components.caster = VoteCaster(components.catalog, queue, settings.instance_name())
     components.results = ResultsView(components.catalog, store)
     # SQLite cannot announce commits, so the one feed thread re-reads what is watched.
-    components.live = _live_results(settings, components.results, PollingTallyChanges())
+    components.live = _live_results(settings, components.results, PollingTallyChanges(), store)
     components.closers.append(components.live.stop)
     components.drainer = VoteDrainer(
         components.catalog,
@@ -169,6 +180,7 @@ def build_monolith(settings: Settings) -> Components:
         store,
         _drain_settings(settings),
         observers=[PrometheusDrainObserver()],
+        name=_worker_name(settings),
     )
     components.readiness["sqlite"] = store.ping
     return components

@@ -8,6 +8,7 @@ they never appear in `docker inspect`, `kubectl describe` or the process environ
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -47,6 +48,15 @@ class Settings:
     # Open live-result streams one result process serves; past it, a viewer gets 503 and
     # retries. Sized in docs/performance.md (memory per stream) and the result manifests.
     max_streams: int = 4000
+    # Where this process runs, shown on every page and answer ("who served you"). In
+    # Kubernetes the downward API passes the pod's and node's names; elsewhere the host
+    # name stands for the instance (a container id under Docker).
+    pod_name: str = ""
+    node_name: str = ""
+    # A release marker (a new one rolls the Deployments), shown beside the version.
+    release: str = ""
+    # Where /about links the concept map (docs/concepts.md), e.g. your fork's web page.
+    docs_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -84,6 +94,9 @@ class Settings:
             )
         return self.database_url
 
+    def instance_name(self) -> str:
+        return self.pod_name or socket.gethostname()
+
     def resolved_data_dir(self) -> Path:
         if self.data_dir:
             return Path(self.data_dir)
@@ -109,6 +122,10 @@ _VARIABLES = {
     "claim_idle_ms": "WORKER_CLAIM_IDLE_MS",
     "database_pool_size": "DATABASE_POOL_SIZE",
     "max_streams": "RESULT_MAX_STREAMS",
+    "pod_name": "POD_NAME",
+    "node_name": "NODE_NAME",
+    "release": "CLOUDVOTE_RELEASE",
+    "docs_url": "CLOUDVOTE_DOCS_URL",
 }
 
 

@@ -91,19 +91,28 @@ class SteadyVotes:
                 voter = secrets.token_hex(16)
                 headers = {"Content-Type": "application/json", "Cookie": f"voter_id={voter}"}
                 sent = False
-                try:
-                    if connection.sock is None:
-                        connection.connect()
-                    # From here on bytes may leave: a failure is no proof the vote was unsent.
-                    sent = True
-                    connection.request("POST", f"/api/polls/{self.poll}/votes", body, headers)
-                    response = connection.getresponse()
-                    response.read()
-                    outcome = str(response.status)
-                except (OSError, http.client.HTTPException) as error:
-                    connection.close()
-                    connection = self._connect()
-                    outcome = f"{'broken' if sent else 'unconnected'}:{type(error).__name__}"
+                for attempt in range(2):
+                    reused = connection.sock is not None
+                    try:
+                        if not reused:
+                            connection.connect()
+                        # From here on bytes may leave: a failure is no proof it was unsent.
+                        sent = True
+                        connection.request("POST", f"/api/polls/{self.poll}/votes", body, headers)
+                        response = connection.getresponse()
+                        response.read()
+                        outcome = str(response.status)
+                        break
+                    except (OSError, http.client.HTTPException) as error:
+                        connection.close()
+                        connection = self._connect()
+                        outcome = f"{'broken' if sent else 'unconnected'}:{type(error).__name__}"
+                        # A kept-alive connection the server closed as it shut down (a
+                        # drained or rolled gateway) fails before any answer; browsers
+                        # resend on a new connection then, and so do we, once. A vote is
+                        # safe to resend: the same voter's same choice is counted once.
+                        if not (reused and attempt == 0 and _closed_before_answer(error)):
+                            break
                 with self._lock:
                     self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
                     self.outcomes[voter] = outcome
@@ -117,3 +126,10 @@ class SteadyVotes:
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
         finally:
             connection.close()
+
+
+def _closed_before_answer(error: Exception) -> bool:
+    """The peer had closed the kept-alive connection: no byte of an answer came back."""
+    return isinstance(
+        error, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+    )

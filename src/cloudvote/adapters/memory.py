@@ -7,8 +7,10 @@ version wins) so a test that passes here says something about production behavio
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
+from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
@@ -17,13 +19,15 @@ from cloudvote.ports.store import StoreUnavailable
 class InMemoryVoteQueue:
     """A queue with a waiting list and a pending list, like one Redis consumer group."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._next_version = 1
         self._waiting: list[Delivery] = []
         self._pending: dict[str, Delivery] = {}
+        self._accepted_at: dict[str, float] = {}
         self.dead_letters: list[tuple[Delivery, str]] = []
         self.available = True
+        self.clock = clock
 
     def _check(self) -> None:
         if not self.available:
@@ -40,6 +44,7 @@ class InMemoryVoteQueue:
             self._next_version += 1
             delivery = Delivery(str(version), version, dict(fields))
             self._waiting.append(delivery)
+            self._accepted_at[delivery.message_id] = self.clock()
             return delivery.message_id
 
     def receive(self, max_count: int, block_ms: int) -> list[Delivery]:
@@ -61,39 +66,54 @@ class InMemoryVoteQueue:
             self._check()
             for message_id in message_ids:
                 self._pending.pop(message_id, None)
+                self._accepted_at.pop(message_id, None)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._lock:
             self._check()
             self.dead_letters.append((delivery, reason))
             self._pending.pop(delivery.message_id, None)
+            self._accepted_at.pop(delivery.message_id, None)
 
     def depth(self) -> int:
         with self._lock:
             self._check()
             return len(self._waiting) + len(self._pending)
 
+    def oldest_waiting(self) -> float | None:
+        with self._lock:
+            self._check()
+            return min(self._accepted_at.values(), default=None)
+
     def ping(self) -> None:
         self._check()
 
 
 class InMemoryVoteStore:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self.votes: dict[tuple[str, str], AcceptedVote] = {}
         self._tallies: dict[str, dict[str, int]] = {}
+        self.workers: dict[str, WorkerSeen] = {}
+        self._replicas: dict[str, float] = {}
         self.available = True
         self.transactions = 0
         self.reads = 0
+        self.clock = clock
 
     def _check(self) -> None:
         if not self.available:
             raise StoreUnavailable("in-memory store switched off")
 
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
         with self._lock:
             self._check()
             self.transactions += 1
+            now = self.clock()
+            for replica in {vote.via for vote in votes if vote.via}:
+                self._replicas[replica] = now
+            if report is not None:
+                self._keep(report, now)
             changed = 0
             for vote in votes:
                 previous = self.votes.get(vote.key)
@@ -112,6 +132,30 @@ class InMemoryVoteStore:
             self.reads += 1
             self._check()
             return dict(self._tallies.get(poll_id, {}))
+
+    def record_report(self, report: WorkerReport) -> None:
+        with self._lock:
+            self._check()
+            self._keep(report, self.clock())
+
+    def _keep(self, report: WorkerReport, now: float) -> None:
+        before = self.workers.get(report.worker)
+        batch = report.batch_size > 0
+        self.workers[report.worker] = WorkerSeen(
+            report.worker,
+            now,
+            report.queue_depth,
+            report.oldest_waiting_at,
+            now if batch else (before.last_batch_at if before else None),
+            report.batch_size if batch else (before.last_batch_size if before else 0),
+        )
+
+    def pipeline(self) -> PipelineStatus:
+        with self._lock:
+            self._check()
+            now = self.clock()
+            replicas = sorted(r for r, at in self._replicas.items() if now - at <= REPLICA_WINDOW_S)
+            return PipelineStatus(now, True, tuple(self.workers.values()), tuple(replicas))
 
     def ping(self) -> None:
         self._check()

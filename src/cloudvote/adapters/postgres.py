@@ -13,6 +13,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
 from cloudvote.domain.votes import AcceptedVote
 from cloudvote.ports.store import StoreUnavailable
 
@@ -36,6 +37,45 @@ ON CONFLICT (poll_id, voter_id) DO UPDATE
     -- A replayed or late message is older than what is stored and changes nothing.
     WHERE votes.version < EXCLUDED.version
 """
+
+# Sorted names, so two workers lock the same rows in the same order and never deadlock.
+_TOUCH_REPLICAS = """
+INSERT INTO vote_replicas (replica, last_vote_at)
+SELECT unnest(%s::text[]), now()
+ON CONFLICT (replica) DO UPDATE SET last_vote_at = EXCLUDED.last_vote_at
+"""
+
+# An idle report (size 0) keeps the last batch's time and size; a batch's report sets them.
+_UPSERT_REPORT = """
+INSERT INTO worker_reports AS r
+    (worker, reported_at, queue_depth, oldest_waiting_at, last_batch_at, last_batch_size)
+VALUES (%(worker)s, now(), %(depth)s, to_timestamp(%(oldest)s),
+        CASE WHEN %(size)s::int > 0 THEN now() END, %(size)s::int)
+ON CONFLICT (worker) DO UPDATE
+    SET reported_at = EXCLUDED.reported_at,
+        queue_depth = EXCLUDED.queue_depth,
+        oldest_waiting_at = EXCLUDED.oldest_waiting_at,
+        last_batch_at = COALESCE(EXCLUDED.last_batch_at, r.last_batch_at),
+        last_batch_size = CASE WHEN EXCLUDED.last_batch_at IS NULL
+                               THEN r.last_batch_size ELSE EXCLUDED.last_batch_size END
+"""
+
+# Reports from workers gone for an hour (old pods) no longer say anything about the queue.
+_RECENT_REPORTS = """
+SELECT worker, extract(epoch FROM reported_at)::float8, queue_depth,
+       extract(epoch FROM oldest_waiting_at)::float8, extract(epoch FROM last_batch_at)::float8,
+       last_batch_size
+FROM worker_reports WHERE reported_at > now() - interval '1 hour'
+"""
+
+
+def _report_parameters(report: WorkerReport) -> dict[str, object]:
+    return {
+        "worker": report.worker,
+        "depth": report.queue_depth,
+        "oldest": report.oldest_waiting_at,
+        "size": report.batch_size,
+    }
 
 
 # A server that vanishes without a reset (a lost node, a failover to a new address) is
@@ -86,9 +126,12 @@ class PostgresVoteStore:
         except (PoolTimeout, psycopg.OperationalError) as error:
             raise StoreUnavailable(f"postgres: {error}") from error
 
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
         if not votes:
+            if report is not None:
+                self.record_report(report)
             return 0
+        replicas = sorted({v.via for v in votes if v.via})
         columns = (
             [v.poll_id for v in votes],
             [v.voter_id for v in votes],
@@ -102,7 +145,12 @@ class PostgresVoteStore:
                 try:
                     with conn.transaction(), conn.cursor() as cur:
                         cur.execute(_UPSERT_VOTES, columns)
-                        return cur.rowcount
+                        changed = cur.rowcount
+                        if replicas:
+                            cur.execute(_TOUCH_REPLICAS, (replicas,))
+                        if report is not None:
+                            cur.execute(_UPSERT_REPORT, _report_parameters(report))
+                        return changed
                 except _RACES:
                     log.warning("store.race_retry", extra={"attempt": attempt + 1})
                     time.sleep(0.01 * (attempt + 1))
@@ -117,6 +165,50 @@ class PostgresVoteStore:
             ).fetchall()
             conn.rollback()
             return {str(option): int(str(count)) for option, count in rows}
+
+        return self._run(read)
+
+    def record_report(self, report: WorkerReport) -> None:
+        def upsert(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+            with conn.transaction():
+                conn.execute(_UPSERT_REPORT, _report_parameters(report))
+                # The tables stay small: names of pods gone for a day are dropped.
+                conn.execute(
+                    "DELETE FROM worker_reports WHERE reported_at < now() - interval '1 day'"
+                )
+                conn.execute(
+                    "DELETE FROM vote_replicas WHERE last_vote_at < now() - interval '1 day'"
+                )
+
+        self._run(upsert)
+
+    def pipeline(self) -> PipelineStatus:
+        def read(conn: psycopg.Connection[tuple[object, ...]]) -> PipelineStatus:
+            row = conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()
+            now = float(str(row[0])) if row else time.time()
+            workers = tuple(
+                WorkerSeen(
+                    str(worker),
+                    float(str(reported)),
+                    None if depth is None else int(str(depth)),
+                    None if oldest is None else float(str(oldest)),
+                    None if batch_at is None else float(str(batch_at)),
+                    int(str(size)),
+                )
+                for worker, reported, depth, oldest, batch_at, size in conn.execute(
+                    _RECENT_REPORTS
+                ).fetchall()
+            )
+            replicas = tuple(
+                str(replica)
+                for (replica,) in conn.execute(
+                    "SELECT replica FROM vote_replicas"
+                    " WHERE last_vote_at > now() - make_interval(secs => %s) ORDER BY replica",
+                    (REPLICA_WINDOW_S,),
+                ).fetchall()
+            )
+            conn.rollback()
+            return PipelineStatus(now, True, workers, replicas)
 
         return self._run(read)
 

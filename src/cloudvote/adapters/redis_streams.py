@@ -229,6 +229,14 @@ class RedisVoteQueue:
         # Acknowledged messages are deleted at once, so the length is what is still owed.
         return int(self._call(lambda: self.client.xlen(self.stream)))
 
+    def oldest_waiting(self) -> float | None:
+        # The stream's first entry is the oldest vote still owed (see depth), and its id
+        # is the millisecond Redis accepted it.
+        first: Any = self._call(lambda: self.client.xrange(self.stream, count=1))
+        if not first:
+            return None
+        return int(str(first[0][0]).partition("-")[0]) / 1000
+
     def ping(self) -> None:
         self._call(self.client.ping)
 

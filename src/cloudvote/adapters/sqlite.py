@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
@@ -27,7 +28,9 @@ CREATE TABLE IF NOT EXISTS queue (
     option     TEXT NOT NULL,
     voter      TEXT NOT NULL,
     trace      TEXT NOT NULL DEFAULT '',
-    claimed_at REAL
+    claimed_at REAL,
+    via         TEXT NOT NULL DEFAULT '',
+    accepted_at REAL NOT NULL DEFAULT 0  -- epoch seconds: how long the oldest vote waits
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id          INTEGER PRIMARY KEY,
@@ -42,6 +45,18 @@ CREATE TABLE IF NOT EXISTS votes (
     version   INTEGER NOT NULL,
     trace_id  TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (poll_id, voter_id)
+);
+CREATE TABLE IF NOT EXISTS worker_reports (
+    worker            TEXT PRIMARY KEY,
+    reported_at       REAL NOT NULL,
+    queue_depth       INTEGER,
+    oldest_waiting_at REAL,
+    last_batch_at     REAL,
+    last_batch_size   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS vote_replicas (
+    replica      TEXT PRIMARY KEY,
+    last_vote_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tallies (
     poll_id   TEXT NOT NULL,
@@ -63,6 +78,28 @@ WHEN OLD.option_id <> NEW.option_id BEGIN
 END;
 """
 
+# Columns added after the first release; a data file made by it gains them at start.
+_ADDED_QUEUE_COLUMNS = {
+    "via": "TEXT NOT NULL DEFAULT ''",
+    "accepted_at": "REAL NOT NULL DEFAULT 0",
+}
+
+# The same rules as the PostgreSQL statements (adapters/postgres.py): an idle report keeps
+# the last batch's time and size.
+_UPSERT_REPORT = """
+INSERT INTO worker_reports
+    (worker, reported_at, queue_depth, oldest_waiting_at, last_batch_at, last_batch_size)
+VALUES (:worker, :now, :depth, :oldest, CASE WHEN :size > 0 THEN :now END, :size)
+ON CONFLICT (worker) DO UPDATE
+    SET reported_at = excluded.reported_at,
+        queue_depth = excluded.queue_depth,
+        oldest_waiting_at = excluded.oldest_waiting_at,
+        last_batch_at = coalesce(excluded.last_batch_at, worker_reports.last_batch_at),
+        last_batch_size = CASE WHEN excluded.last_batch_at IS NULL
+                               THEN worker_reports.last_batch_size
+                               ELSE excluded.last_batch_size END
+"""
+
 
 class SqliteDatabase:
     """One connection per thread on one database file."""
@@ -72,7 +109,12 @@ class SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         # executescript manages its own transaction; every statement is IF NOT EXISTS.
-        self.connection().executescript(_SCHEMA)
+        conn = self.connection()
+        conn.executescript(_SCHEMA)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(queue)")}
+        for column, definition in _ADDED_QUEUE_COLUMNS.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE queue ADD COLUMN {column} {definition}")
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -116,8 +158,16 @@ class SqliteVoteQueue:
         try:
             with self.database.transaction() as conn:
                 cursor = conn.execute(
-                    "INSERT INTO queue (poll, option, voter, trace) VALUES (?, ?, ?, ?)",
-                    (ballot.poll_id, ballot.option_id, ballot.voter_id, ballot.trace_id),
+                    "INSERT INTO queue (poll, option, voter, trace, via, accepted_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        ballot.poll_id,
+                        ballot.option_id,
+                        ballot.voter_id,
+                        ballot.trace_id,
+                        ballot.via,
+                        time.time(),
+                    ),
                 )
                 message_id = str(cursor.lastrowid)
         except sqlite3.OperationalError as error:
@@ -156,7 +206,7 @@ class SqliteVoteQueue:
         try:
             with self.database.transaction() as conn:
                 rows = conn.execute(
-                    f"SELECT id, poll, option, voter, trace FROM queue WHERE {condition} "  # noqa: S608  # noqa: S608
+                    f"SELECT id, poll, option, voter, trace, via FROM queue WHERE {condition} "  # noqa: S608
                     "ORDER BY id LIMIT ?",
                     (*params, limit),
                 ).fetchall()
@@ -172,7 +222,7 @@ class SqliteVoteQueue:
             Delivery(
                 str(row[0]),
                 int(row[0]),
-                {"poll": row[1], "option": row[2], "voter": row[3], "trace": row[4]},
+                {"poll": row[1], "option": row[2], "voter": row[3], "trace": row[4], "via": row[5]},
             )
             for row in rows
         ]
@@ -200,6 +250,17 @@ class SqliteVoteQueue:
         row = self.database.connection().execute("SELECT count(*) FROM queue").fetchone()
         return int(row[0])
 
+    def oldest_waiting(self) -> float | None:
+        # Rows queued before accepted_at existed read 0; they count as accepted "now".
+        row = (
+            self.database.connection()
+            .execute("SELECT min(nullif(accepted_at, 0)), count(*) FROM queue")
+            .fetchone()
+        )
+        if not row[1]:
+            return None
+        return float(row[0]) if row[0] is not None else time.time()
+
     def ping(self) -> None:
         self.database.connection().execute("SELECT 1")
 
@@ -208,9 +269,17 @@ class SqliteVoteStore:
     def __init__(self, database: SqliteDatabase) -> None:
         self.database = database
 
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
         try:
             with self.database.transaction() as conn:
+                now = time.time()
+                conn.executemany(
+                    "INSERT INTO vote_replicas (replica, last_vote_at) VALUES (?, ?)"
+                    " ON CONFLICT (replica) DO UPDATE SET last_vote_at = excluded.last_vote_at",
+                    [(replica, now) for replica in sorted({v.via for v in votes if v.via})],
+                )
+                if report is not None:
+                    conn.execute(_UPSERT_REPORT, _report_parameters(report, now))
                 cursor = conn.executemany(
                     "INSERT INTO votes (poll_id, voter_id, option_id, version, trace_id) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (poll_id, voter_id) DO UPDATE SET "
@@ -236,5 +305,45 @@ class SqliteVoteStore:
             raise StoreUnavailable(f"sqlite: {error}") from error
         return {str(option): int(count) for option, count in rows}
 
+    def record_report(self, report: WorkerReport) -> None:
+        try:
+            with self.database.transaction() as conn:
+                conn.execute(_UPSERT_REPORT, _report_parameters(report, time.time()))
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"sqlite: {error}") from error
+
+    def pipeline(self) -> PipelineStatus:
+        now = time.time()
+        try:
+            conn = self.database.connection()
+            workers = tuple(
+                WorkerSeen(str(w), float(at), depth, oldest, batch_at, int(size))
+                for w, at, depth, oldest, batch_at, size in conn.execute(
+                    "SELECT worker, reported_at, queue_depth, oldest_waiting_at, last_batch_at,"
+                    " last_batch_size FROM worker_reports WHERE reported_at > ?",
+                    (now - 3600,),
+                )
+            )
+            replicas = tuple(
+                str(r)
+                for (r,) in conn.execute(
+                    "SELECT replica FROM vote_replicas WHERE last_vote_at > ? ORDER BY replica",
+                    (now - REPLICA_WINDOW_S,),
+                )
+            )
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"sqlite: {error}") from error
+        return PipelineStatus(now, True, workers, replicas)
+
     def ping(self) -> None:
         self.database.connection().execute("SELECT 1")
+
+
+def _report_parameters(report: WorkerReport, now: float) -> dict[str, object]:
+    return {
+        "worker": report.worker,
+        "now": now,
+        "depth": report.queue_depth,
+        "oldest": report.oldest_waiting_at,
+        "size": report.batch_size,
+    }

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cloudvote.domain.pipeline import WorkerReport
 from cloudvote.domain.polls import PollCatalog
 from cloudvote.domain.votes import AcceptedVote, InvalidVote, decode_vote, latest_per_voter
 from cloudvote.ports.queue import Delivery, QueueUnavailable, VoteSource
@@ -46,6 +47,7 @@ class DrainStats:
     last_progress: float = field(default_factory=time.monotonic)
     # Read by the loop, so /stats and /metrics never wait on the queue themselves.
     queue_depth: int | None = None
+    oldest_waiting_at: float | None = None
 
     def batch_applied(self, size: int, changed: int, seconds: float) -> None:
         self.batches += 1
@@ -70,7 +72,8 @@ class DrainSettings:
     # A message pending this long belongs to a consumer presumed dead.
     claim_idle_ms: int = 15_000
     claim_every_s: float = 5.0
-    # How often the loop reads the queue's depth for /stats and /metrics.
+    # How often the loop reads the queue's depth for /stats, /metrics and its report to
+    # the store (the results page's pipeline panel).
     depth_every_s: float = 1.0
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 2.0
@@ -85,8 +88,11 @@ class VoteDrainer:
         settings: DrainSettings | None = None,
         observers: Sequence[DrainObserver] = (),
         stop_event: threading.Event | None = None,
+        name: str = "worker",
     ) -> None:
         self.catalog = catalog
+        # How this worker signs its reports: its pod or host name.
+        self.name = name
         self.source = source
         self.store = store
         self.settings = settings or DrainSettings()
@@ -133,16 +139,23 @@ class VoteDrainer:
             if deliveries:
                 log.info("worker.claimed_stale", extra={"count": len(deliveries)})
         if not deliveries:
-            deliveries = self.source.receive(self.settings.batch_size, self.settings.block_ms)
+            # Block no longer than the next report is due, so reports come once a second.
+            block_ms = min(
+                self.settings.block_ms,
+                max(1, int((self._next_depth - time.monotonic()) * 1000)),
+            )
+            deliveries = self.source.receive(self.settings.batch_size, block_ms)
         if deliveries:
             self.process(deliveries)
         if time.monotonic() >= self._next_depth:
             # Here, off every request path: a hung queue stalls this loop (which the
             # liveness check watches for), never a probe.
             depth = self.source.depth()
+            self.stats.oldest_waiting_at = self.source.oldest_waiting()
             self._next_depth = time.monotonic() + self.settings.depth_every_s
             for observer in self.observers:
                 observer.depth_measured(depth)
+            self.store.record_report(self._report())
         self.stats.last_progress = time.monotonic()
         return len(deliveries)
 
@@ -158,7 +171,7 @@ class VoteDrainer:
         started = time.perf_counter()
         newest = latest_per_voter(votes)
         try:
-            changed = self.store.apply(newest)
+            changed = self.store.apply(newest, self._report(batch_size=len(votes)))
         except StoreUnavailable:
             raise
         except Exception:
@@ -184,6 +197,11 @@ class VoteDrainer:
         log.info(
             "worker.batch_committed",
             extra={"size": len(votes), "changed": changed, "seconds": round(elapsed, 4)},
+        )
+
+    def _report(self, batch_size: int = 0) -> WorkerReport:
+        return WorkerReport(
+            self.name, self.stats.queue_depth, self.stats.oldest_waiting_at, batch_size
         )
 
     def _apply_one_by_one(

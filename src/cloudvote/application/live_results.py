@@ -15,10 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
+from cloudvote.domain.pipeline import PipelineStatus
 from cloudvote.domain.results import PollResults
 from cloudvote.ports.store import StoreUnavailable, TallyChanges
 
@@ -42,6 +44,9 @@ class Snapshot:
     version: int
     results: PollResults | None  # None: the store is down and nothing was seen yet
     json: str
+    # The pipeline panel's state, shared by every poll's viewers; a stream sends it when
+    # it is not the object it last sent.
+    pipeline_json: str | None = None
 
 
 def encode(poll_id: str, results: PollResults | None) -> str:
@@ -124,6 +129,8 @@ class LiveResults:
         resync_s: float = 30.0,
         observer: LiveResultsObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pipeline: PipelineView | None = None,
+        pipeline_every_s: float = 1.0,
     ) -> None:
         self.view = view
         self.changes = changes
@@ -138,6 +145,13 @@ class LiveResults:
         self._version = 0
         self._stopped = threading.Event()
         self._feed: threading.Thread | None = None
+        # One read of the workers' reports per interval per process, however many watch.
+        self.pipeline = pipeline
+        self.pipeline_every_s = pipeline_every_s
+        self._pipeline: PipelineStatus | None = None
+        self._pipeline_json: str | None = None
+        self._pipeline_read_at = 0.0
+        self._pipeline_seen_at = 0.0
 
     @property
     def stopped(self) -> bool:
@@ -162,6 +176,17 @@ class LiveResults:
                     raise StoreUnavailable("the vote store has not answered yet")
                 return channel.snapshot.results
         return self._read(poll_id)
+
+    def pipeline_status(self) -> PipelineStatus | None:
+        """The pipeline panel's state: the feed's copy while it is fresh, else one read;
+        None when this shape has no pipeline to show."""
+        if self.pipeline is None:
+            return None
+        with self._lock:
+            kept, read_at = self._pipeline, self._pipeline_seen_at
+        if kept is not None and self.clock() - read_at <= 2 * self.pipeline_every_s:
+            return kept
+        return self.pipeline.status()
 
     def subscribe(self, poll_id: str) -> Subscription:
         """Join a poll's channel; raises StreamLimitReached past `max_streams`."""
@@ -255,8 +280,11 @@ class LiveResults:
         last_read = 0.0
         next_resync = self.clock() + self.resync_s
         while not self._stopped.is_set():
+            next_pipeline = self._refresh_pipeline_if_due()
             try:
-                changed = self.changes.wait(max(0.0, next_resync - self.clock()))
+                changed = self.changes.wait(
+                    max(0.0, min(next_resync, next_pipeline) - self.clock())
+                )
                 if self._stopped.is_set():
                     break
                 # Coalesce: however many commits arrive, read each poll at most once per
@@ -294,6 +322,47 @@ class LiveResults:
         # Closed here, by the thread that waits on it, never from under its wait.
         self.changes.close()
 
+    def _refresh_pipeline_if_due(self) -> float:
+        """Read the pipeline when due and someone watches; returns when it is due next.
+
+        Viewers get a new snapshot only when what they see changes: a steady idle report
+        costs one read per interval and no write to any stream.
+        """
+        if self.pipeline is None:
+            return float("inf")
+        now = self.clock()
+        due = self._pipeline_read_at + self.pipeline_every_s
+        if now < due:
+            return due
+        self._pipeline_read_at = now
+        if not self._watched():
+            return now + self.pipeline_every_s
+        try:
+            status = self.pipeline.status()
+        except Exception:
+            # Not the store being down (the view reports that), but, say, a schema not
+            # migrated yet: the chart must go on; try again in a few intervals.
+            log.exception("results.pipeline_failed")
+            self._pipeline_read_at = now + 4 * self.pipeline_every_s
+            return self._pipeline_read_at + self.pipeline_every_s
+        with self._lock:
+            unchanged = status.same_state(self._pipeline)
+            self._pipeline, self._pipeline_seen_at = status, now
+            if unchanged:
+                return now + self.pipeline_every_s
+            self._pipeline_json = json.dumps(status.as_json(), separators=(",", ":"))
+            for channel in self._channels.values():
+                if channel.subscribers and channel.snapshot is not None:
+                    self._version += 1
+                    channel.publish(
+                        replace(
+                            channel.snapshot,
+                            version=self._version,
+                            pipeline_json=self._pipeline_json,
+                        )
+                    )
+        return now + self.pipeline_every_s
+
     def _read(self, poll_id: str) -> PollResults:
         if self.observer:
             self.observer.store_read()
@@ -314,7 +383,9 @@ class LiveResults:
             if results is None and channel.snapshot is not None:
                 return  # keep showing what we had; the view marks it stale when it can
             self._version += 1
-            channel.publish(Snapshot(self._version, results, encode(poll_id, results)))
+            channel.publish(
+                Snapshot(self._version, results, encode(poll_id, results), self._pipeline_json)
+            )
 
     def _mark_stale(self) -> None:
         """The feed lost the store: viewers keep their counts, marked stale."""

@@ -29,6 +29,8 @@ class Ballot:
     option_id: str
     voter_id: str
     trace_id: str = ""
+    # The vote replica that accepted it, so the results page can show which replicas work.
+    via: str = ""
 
     def to_fields(self) -> dict[str, str]:
         """The flat string mapping a queue message carries."""
@@ -37,6 +39,7 @@ class Ballot:
             "option": self.option_id,
             "voter": self.voter_id,
             "trace": self.trace_id,
+            "via": self.via,
         }
 
 
@@ -49,6 +52,7 @@ class AcceptedVote:
     voter_id: str
     version: int
     trace_id: str = ""
+    via: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -60,14 +64,19 @@ def is_valid_voter_id(value: str) -> bool:
 
 
 def cast_ballot(
-    catalog: PollCatalog, poll_id: str, option_id: str, voter_id: str, trace_id: str = ""
+    catalog: PollCatalog,
+    poll_id: str,
+    option_id: str,
+    voter_id: str,
+    trace_id: str = "",
+    via: str = "",
 ) -> Ballot:
     """Check a vote against the catalog; raises UnknownPoll or UnknownOption."""
     poll = catalog.require(poll_id)
     poll.require_option(option_id)
     if not is_valid_voter_id(voter_id):
         raise InvalidVote(f"voter id must be {VOTER_ID_LENGTH} hex characters")
-    return Ballot(poll.id, option_id, voter_id, trace_id)
+    return Ballot(poll.id, option_id, voter_id, trace_id, via)
 
 
 def decode_vote(catalog: PollCatalog, fields: Mapping[str, str], version: int) -> AcceptedVote:
@@ -84,7 +93,15 @@ def decode_vote(catalog: PollCatalog, fields: Mapping[str, str], version: int) -
         ballot = cast_ballot(catalog, poll_id, option_id, voter_id, fields.get("trace", ""))
     except PollError as error:
         raise InvalidVote(str(error)) from None
-    return AcceptedVote(ballot.poll_id, ballot.option_id, ballot.voter_id, version, ballot.trace_id)
+    # Messages queued before replicas named themselves carry no "via"; they stay valid.
+    return AcceptedVote(
+        ballot.poll_id,
+        ballot.option_id,
+        ballot.voter_id,
+        version,
+        ballot.trace_id,
+        fields.get("via", ""),
+    )
 
 
 def latest_per_voter(votes: Iterable[AcceptedVote]) -> list[AcceptedVote]:

@@ -16,6 +16,7 @@ from cloudvote.application.draining import VoteDrainer
 from cloudvote.bootstrap import Components, build_worker
 from cloudvote.config import Settings
 from cloudvote.entrypoints.web.observed import install_common
+from cloudvote.observability.identity import ServedBy
 
 log = logging.getLogger("cloudvote.worker")
 
@@ -30,7 +31,8 @@ def create_worker_app(components: Components) -> Flask:
     app = Flask(__name__)
     # No route here calls Redis or PostgreSQL: the drain loop measures the queue depth,
     # so /healthz, /metrics and /stats answer at once even while a dependency hangs.
-    install_common(app, "worker", components.readiness, liveness=lambda: _loop_alive(drainer))
+    served_by = ServedBy.describe("worker", components.settings)
+    install_common(app, served_by, components.readiness, liveness=lambda: _loop_alive(drainer))
 
     @app.get("/stats")
     def stats() -> Response:

@@ -59,4 +59,9 @@ class VoteSource(Protocol):
 
     def depth(self) -> int: ...
 
+    def oldest_waiting(self) -> float | None:
+        """When the oldest message not yet acknowledged was accepted (epoch seconds), or
+        None when nothing waits: how far behind the workers are."""
+        ...
+
     def ping(self) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from cloudvote.domain.pipeline import PipelineStatus, WorkerReport
 from cloudvote.domain.votes import AcceptedVote
 
 
@@ -13,15 +14,26 @@ class StoreUnavailable(RuntimeError):
 
 
 class VoteStore(Protocol):
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
         """Write the votes in one transaction and return how many changed a row.
 
         `votes` holds at most one vote per (poll, voter), sorted by that key (see
         `latest_per_voter`). A vote whose version is not newer than the stored one is
         ignored, which makes replays and reordering harmless. Tallies change in the same
-        transaction. Raises StoreUnavailable for transient failures; any other exception
-        means the data itself was refused.
+        transaction, and so do the worker's `report` and the vote replicas last seen, so
+        the pipeline panel never shows a batch that did not commit. Raises
+        StoreUnavailable for transient failures; any other exception means the data
+        itself was refused.
         """
+        ...
+
+    def record_report(self, report: WorkerReport) -> None:
+        """Keep a worker's report made without a batch (it reports while idle too)."""
+        ...
+
+    def pipeline(self) -> PipelineStatus:
+        """The workers' latest reports and the vote replicas seen in the last minute,
+        stamped with the store's clock. Raises StoreUnavailable."""
         ...
 
     def counts(self, poll_id: str) -> dict[str, int]:

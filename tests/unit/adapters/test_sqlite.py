@@ -26,7 +26,7 @@ def voter(n: int) -> str:
 
 
 def ballot(n: int, option: str = "a", poll: str = "default", trace: str = "") -> Ballot:
-    return Ballot(poll, option, voter(n), trace)
+    return Ballot(poll, option, voter(n), trace, via="monolith-1")
 
 
 @pytest.fixture
@@ -87,6 +87,7 @@ def test_enqueued_ballots_are_received_in_order_with_their_fields_and_version(
         "option": "a",
         "voter": voter(1),
         "trace": "t1",
+        "via": "monolith-1",
     }
     assert deliveries[1].fields["poll"] == "lunch"
 

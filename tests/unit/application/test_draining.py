@@ -14,6 +14,7 @@ import pytest
 
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
 from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.domain.pipeline import WorkerReport
 from cloudvote.domain.polls import Option, Poll, PollCatalog
 from cloudvote.domain.votes import AcceptedVote, Ballot, decode_vote, latest_per_voter
 from cloudvote.ports.queue import QueueUnavailable
@@ -149,8 +150,8 @@ class _StoreWatchingTheQueue(InMemoryVoteStore):
         self.queue = queue
         self.depth_at_commit: list[int] = []
 
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
-        changed = super().apply(votes)
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
+        changed = super().apply(votes, report)
         self.depth_at_commit.append(self.queue.depth())
         return changed
 

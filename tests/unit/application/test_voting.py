@@ -20,17 +20,23 @@ def queue() -> InMemoryVoteQueue:
 
 @pytest.fixture
 def caster(queue: InMemoryVoteQueue) -> VoteCaster:
-    return VoteCaster(PollCatalog.default_catalog(), queue)
+    return VoteCaster(PollCatalog.default_catalog(), queue, replica="vote-7f9c")
 
 
-def test_a_valid_vote_is_queued_with_its_trace_id(
+def test_a_valid_vote_is_queued_with_its_trace_id_and_the_replica_that_took_it(
     caster: VoteCaster, queue: InMemoryVoteQueue
 ) -> None:
     ballot = caster.cast("default", "b", VOTER, "f" * 32)
 
-    assert ballot == Ballot("default", "b", VOTER, "f" * 32)
+    assert ballot == Ballot("default", "b", VOTER, "f" * 32, via="vote-7f9c")
     [delivery] = queue.receive(10, 0)
-    assert delivery.fields == {"poll": "default", "option": "b", "voter": VOTER, "trace": "f" * 32}
+    assert delivery.fields == {
+        "poll": "default",
+        "option": "b",
+        "voter": VOTER,
+        "trace": "f" * 32,
+        "via": "vote-7f9c",
+    }
 
 
 def test_each_vote_of_a_voter_is_queued_so_the_last_one_can_win(

@@ -57,9 +57,15 @@ def test_cast_ballot_refuses_a_voter_id_that_is_not_32_lowercase_hex_chars(
 
 
 def test_ballot_fields_are_flat_strings_for_the_queue() -> None:
-    fields = Ballot("default", "a", VOTER, "trace").to_fields()
+    fields = Ballot("default", "a", VOTER, "trace", via="vote-7f9c").to_fields()
 
-    assert fields == {"poll": "default", "option": "a", "voter": VOTER, "trace": "trace"}
+    assert fields == {
+        "poll": "default",
+        "option": "a",
+        "voter": VOTER,
+        "trace": "trace",
+        "via": "vote-7f9c",
+    }
 
 
 def test_decode_vote_turns_queue_fields_back_into_a_vote_with_the_queue_version(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, render_template
 
 from cloudvote.bootstrap import (
     Components,
@@ -17,6 +17,7 @@ from cloudvote.domain.polls import PollCatalog, UnknownPoll
 from cloudvote.entrypoints.web.observed import error_response, install_common
 from cloudvote.entrypoints.web.result import result_blueprint
 from cloudvote.entrypoints.web.vote import vote_blueprint
+from cloudvote.observability.identity import ServedBy
 
 
 def create_vote_app(settings: Settings | None = None) -> Flask:
@@ -60,12 +61,20 @@ def _base_app(
 ) -> Flask:
     app = Flask(__name__)
     app.extensions["cloudvote"] = components
-    install_common(app, service, components.readiness, liveness)
+    served_by = ServedBy.describe(service, components.settings)
+    install_common(app, served_by, components.readiness, liveness)
     catalog = components.catalog
 
     @app.get("/api/polls")
     def list_polls() -> Response:
         return jsonify(polls=_describe(catalog))
+
+    @app.get("/about")
+    def about() -> str:
+        """What the viewer is looking at, for each shape, with the current one marked."""
+        return render_template(
+            "about.html", polls=list(catalog), docs_url=components.settings.docs_url
+        )
 
     @app.errorhandler(UnknownPoll)
     def unknown_poll(error: UnknownPoll) -> Response:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from cloudvote.observability.identity import ServedBy
 from cloudvote.observability.metrics import REQUEST_SECONDS, REQUESTS, render_metrics
 from cloudvote.observability.tracing import TraceContext
 
@@ -31,12 +32,16 @@ _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def install_common(
     app: Flask,
-    service: str,
+    served_by: ServedBy,
     readiness: Mapping[str, Callable[[], None]],
     liveness: Callable[[], bool] = lambda: True,
 ) -> None:
+    service = served_by.service
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Every answer names the instance that served it; the templates show it in the footer.
+    served_by_headers = served_by.headers()
+    app.context_processor(lambda: {"served_by": served_by})
 
     # Every request passes these two hooks, so they read the WSGI environ directly and
     # look each metric child up once per (route, status), not per request.
@@ -67,6 +72,7 @@ def install_common(
         trace = g.get("trace")
         if trace is not None:
             response.headers.add("traceparent", trace.header)
+        response.headers.extend(served_by_headers)
         return response
 
     @app.get("/healthz")

@@ -59,6 +59,16 @@ def result_blueprint(live: LiveResults) -> Blueprint:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    @bp.get("/api/pipeline")
+    def api_pipeline() -> Response:
+        """The pipeline panel's data: queue, lag, last batch, store, vote replicas."""
+        status = live.pipeline_status()
+        if status is None:
+            return error_response(404, "this service shows no pipeline")
+        response = jsonify(status.as_json())
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     @bp.get("/api/polls/<poll_id>/results/stream")
     def api_results_stream(poll_id: str) -> Response:
         try:
@@ -103,11 +113,13 @@ def _page(live: LiveResults, poll: Poll) -> Response:
     except StoreUnavailable:
         results = None
     catalog = live.view.catalog
+    pipeline = live.pipeline_status()
     html = render_template(
         "results.html",
         poll=poll,
         polls=list(catalog),
         results=results,
+        pipeline=pipeline.as_json() if pipeline is not None else None,
         stream_url=f"/api/polls/{poll.id}/results/stream",
         api_url=f"/api/polls/{poll.id}/results",
         vote_url="/" if poll.id == catalog.default.id else f"/polls/{poll.id}",
@@ -118,10 +130,16 @@ def _page(live: LiveResults, poll: Poll) -> Response:
 
 
 def _stream(subscription: Subscription, environ: Mapping[str, Any]) -> Iterator[str]:
-    """Server-sent events: the snapshot the feed encoded once for every viewer."""
+    """Server-sent events: the snapshot the feed encoded once for every viewer.
+
+    A snapshot carries the poll's counts and the pipeline panel's state; each is sent only
+    when it is not the very object this stream sent last (an identity check, no compare).
+    """
     try:
         yield f"retry: {random.randint(*RECONNECT_MS)}\n\n"
         seen = 0
+        sent_results: str | None = None
+        sent_pipeline: str | None = None
         ends_at = time.monotonic() + STREAM_MAX_SECONDS * random.uniform(*STREAM_LIFE_JITTER)
         while not subscription.ended:
             remaining = ends_at - time.monotonic()
@@ -130,7 +148,15 @@ def _stream(subscription: Subscription, environ: Mapping[str, Any]) -> Iterator[
             snapshot = subscription.next(seen, min(STREAM_HEARTBEAT_SECONDS, remaining))
             if snapshot is not None:
                 seen = snapshot.version
-                yield f"event: results\ndata: {snapshot.json}\n\n"
+                if snapshot.json is not sent_results:
+                    sent_results = snapshot.json
+                    yield f"event: results\ndata: {snapshot.json}\n\n"
+                if (
+                    snapshot.pipeline_json is not None
+                    and snapshot.pipeline_json is not sent_pipeline
+                ):
+                    sent_pipeline = snapshot.pipeline_json
+                    yield f"event: pipeline\ndata: {snapshot.pipeline_json}\n\n"
             elif _viewer_left(environ):
                 break  # its slot goes to the next viewer now, not after two failed writes
             elif not subscription.ended:

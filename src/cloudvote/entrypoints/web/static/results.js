@@ -4,6 +4,29 @@
   "use strict";
   const chart = document.getElementById("chart");
   const status = document.getElementById("status");
+  const announce = document.getElementById("announce");
+
+  // Screen readers hear the new counts, but at most this often: a busy poll changes
+  // several times a second, and a reader that speaks every change says nothing useful.
+  const ANNOUNCE_EVERY_MS = 5000;
+  let lastAnnounced = 0;
+  let pendingAnnouncement = null;
+
+  function say(text) {
+    const now = Date.now();
+    if (now - lastAnnounced >= ANNOUNCE_EVERY_MS) {
+      lastAnnounced = now;
+      announce.textContent = text;
+      return;
+    }
+    if (pendingAnnouncement === null) {
+      pendingAnnouncement = setTimeout(() => {
+        pendingAnnouncement = null;
+        say(announce.dataset.next);
+      }, ANNOUNCE_EVERY_MS - (now - lastAnnounced));
+    }
+    announce.dataset.next = text;
+  }
 
   // `live` is true only for stream events: the page must not claim to be live while the
   // stream has not delivered anything (a buffering proxy would hold it back for ever).
@@ -13,12 +36,18 @@
       return;
     }
     const total = results.total || 0;
+    const spoken = [];
     for (const [option, count] of Object.entries(results.counts)) {
       const bar = document.getElementById("bar-" + option);
       const label = document.getElementById("count-" + option);
+      const share = document.getElementById("share-" + option);
       if (!bar || !label) continue;
-      bar.style.width = (total ? (100 * count) / total : 0).toFixed(1) + "%";
+      const percent = total ? (100 * count) / total : 0;
+      bar.style.width = percent.toFixed(1) + "%";
       label.textContent = String(count);
+      if (share) share.textContent = percent.toFixed(0) + "%";
+      const name = document.getElementById("label-" + option);
+      spoken.push((name ? name.textContent : option) + " " + count + " (" + percent.toFixed(0) + "%)");
     }
     document.getElementById("total").textContent = String(total);
     if (results.stale) {
@@ -26,6 +55,81 @@
     } else if (live) {
       status.textContent = "live";
     }
+    if (live) say(spoken.join(", ") + "; " + total + " votes");
+  }
+
+  // -- the pipeline panel ----------------------------------------------------------------
+  // The server sends a new state only when something changes; ages ("3 s ago") grow here,
+  // from the store's clock at `as_of` plus the time since the state arrived, so a browser
+  // whose clock is off still shows the right ages.
+  const panel = document.getElementById("pipeline");
+  let pipeline = null;
+  let receivedAt = 0;
+
+  function field(id, text) {
+    const element = document.getElementById(id);
+    if (element && element.textContent !== text) element.textContent = text;
+  }
+
+  function seconds(value, digits) {
+    return Math.max(0, value).toFixed(digits) + " s";
+  }
+
+  function drawPipeline() {
+    if (!pipeline) return;
+    const now = pipeline.as_of + (performance.now() - receivedAt) / 1000;
+    const silentFor = pipeline.last_report_at === null ? null : now - pipeline.last_report_at;
+    // The server sends a new state when a worker falls silent or comes back, so its list
+    // is the truth; last_report_at only dates the silence.
+    const reporting = pipeline.workers_reporting.length > 0;
+    if (pipeline.queue_depth === null) {
+      field("pipe-queue", "unknown");
+    } else if (reporting) {
+      field("pipe-queue", pipeline.queue_depth + " waiting");
+    } else {
+      field("pipe-queue", pipeline.queue_depth + " waiting when last measured, " + seconds(silentFor, 0) + " ago");
+    }
+    if (pipeline.oldest_waiting_at !== null) {
+      field("pipe-lag", seconds(now - pipeline.oldest_waiting_at, 1));
+    } else if (reporting) {
+      field("pipe-lag", "none");
+    } else if (silentFor !== null) {
+      field("pipe-lag", "up to " + seconds(silentFor, 0));
+    } else {
+      field("pipe-lag", "unknown");
+    }
+    const batch = pipeline.last_batch;
+    field(
+      "pipe-batch",
+      batch
+        ? batch.size + (batch.size === 1 ? " vote, " : " votes, ") + seconds(now - batch.at, 0) + " ago, by " + batch.worker
+        : "none yet"
+    );
+    if (reporting) {
+      field("pipe-workers", pipeline.workers_reporting.length + " reporting");
+    } else if (silentFor !== null) {
+      field("pipe-workers", "silent for " + seconds(silentFor, 0) + ": votes wait in the queue, none are lost");
+    } else {
+      field("pipe-workers", "none has reported yet");
+    }
+    field("pipe-store", pipeline.store_reachable ? "reachable" : "unreachable: counts are the last seen");
+    const replicas = pipeline.vote_replicas;
+    field(
+      "pipe-replicas",
+      replicas.length + " took votes in the last minute" + (replicas.length ? ": " + replicas.join(", ") : "")
+    );
+    panel.classList.toggle("alarm", !reporting || !pipeline.store_reachable);
+  }
+
+  function receivePipeline(state) {
+    pipeline = state;
+    receivedAt = performance.now();
+    drawPipeline();
+  }
+
+  if (panel) {
+    receivePipeline(JSON.parse(panel.dataset.initial));
+    setInterval(drawPipeline, 1000);
   }
 
   // The browser reconnects by itself after a dropped stream (the server's `retry:`). It
@@ -40,6 +144,9 @@
     stream.addEventListener("results", (event) => {
       backoff = BACKOFF_MS.first;
       draw(JSON.parse(event.data), true);
+    });
+    stream.addEventListener("pipeline", (event) => {
+      if (panel) receivePipeline(JSON.parse(event.data));
     });
     stream.onerror = () => {
       if (stream.readyState !== EventSource.CLOSED) {
