@@ -27,7 +27,11 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = ["0001_votes_and_tallies.sql", "0002_notify_tally_changes.sql"]
+MIGRATIONS = [
+    "0001_votes_and_tallies.sql",
+    "0002_notify_tally_changes.sql",
+    "0003_pipeline_reports.sql",
+]
 _database_names = (f"store_migrate_{n}" for n in range(1_000))
 
 
@@ -134,7 +138,13 @@ def test_migrate_creates_the_schema_once_and_then_applies_nothing(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         " ORDER BY table_name",
     )
-    assert tables == [("schema_migrations",), ("tallies",), ("votes",)]
+    assert tables == [
+        ("schema_migrations",),
+        ("tallies",),
+        ("vote_replicas",),
+        ("votes",),
+        ("worker_reports",),
+    ]
 
 
 def test_migrate_is_safe_when_four_copies_run_at_once(
