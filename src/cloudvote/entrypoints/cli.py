@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     if args.command == "dev":
         from cloudvote.entrypoints.monolith import run_monolith
 
+        _announce_address(args.host, settings.port)
         return run_monolith(settings.with_overrides(data_dir=args.data_dir), host=args.host)
     if args.command == "vote":
         settings.require_redis_url()
@@ -110,6 +111,30 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         )
         return 0
     raise AssertionError(args.command)
+
+
+def _announce_address(host: str, port: int) -> None:
+    """Tell the person at the terminal which URL to open, once the monolith has bound its
+    socket (its `monolith.listening` log line). On stderr: stdout stays JSON lines."""
+    import logging
+
+    # A comparison, not a bind: was the server asked to listen on every interface?
+    everywhere = host in ("0.0.0.0", "::", "")  # noqa: S104
+    shown = "localhost" if everywhere or host == "127.0.0.1" else host
+    url = f"http://{shown}:{port}"
+    note = f", and on every interface at port {port}" if everywhere else ""
+
+    class Announcer(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "monolith.listening":
+                print(
+                    f"cloudvote dev: serving on {url}{note} (live results: {url}/results;"
+                    " Ctrl-C stops)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    logging.getLogger("cloudvote.monolith").addHandler(Announcer(logging.INFO))
 
 
 def _serve(service: str, settings: object) -> int:
