@@ -85,6 +85,39 @@ def test_gateway_routes_each_path_to_its_service(stack: Project) -> None:
     assert stack.request("GET", "/metrics")[0] == 404
 
 
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "words"),
+    [
+        # Past the apps' 8 KiB: vote answers, through the gateway.
+        ({"X-Tracking": "x" * 10_000}, None, 431, "8 KiB limit"),
+        # Past nginx's 16 KiB a line: the gateway answers, in the same words.
+        ({"X-Tracking": "x" * 20_000}, None, 431, "8 KiB limit"),
+        # Between the apps' 4 KiB and nginx's 8 KiB of body: vote answers.
+        ({}, json.dumps({"option": "a", "pad": "x" * 5_000}), 413, "4 KiB limit"),
+        # Past nginx's 8 KiB of body: the gateway answers.
+        ({}, json.dumps({"option": "a", "pad": "x" * 9_000}), 413, "4 KiB limit"),
+    ],
+    ids=["headers-app", "headers-gateway", "body-app", "body-gateway"],
+)
+def test_oversized_requests_get_cloudvotes_words_from_the_app_or_the_gateway(
+    stack: Project, headers: dict[str, str], body: str | None, status: int, words: str
+) -> None:
+    total = stack.results()["total"]
+
+    answered, answer_headers, answer = stack.request(
+        "POST",
+        "/api/polls/default/votes",
+        body or json.dumps({"option": "a"}),
+        {"Content-Type": "application/json", **headers},
+    )
+
+    assert answered == status
+    assert answer_headers["Content-Type"].startswith("application/json")
+    assert words in json.loads(answer)["error"]
+    time.sleep(1)  # a vote that slipped through would be counted by now
+    assert stack.results()["total"] == total
+
+
 def test_result_stream_is_not_buffered_by_the_gateway(stack: Project) -> None:
     """The first event arrives at once; a buffering proxy would hold it back."""
     connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)

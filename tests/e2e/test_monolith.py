@@ -7,6 +7,7 @@ and talks to it over HTTP. Every process started here is killed at teardown.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -283,6 +284,36 @@ def test_votes_a_killed_run_left_queued_or_half_processed_are_drained_after_rest
 
 
 # -- configuration errors: exit non-zero at start, naming what is wrong --------------------
+
+
+def test_the_monolith_answers_errors_in_its_own_words_and_logs_json_without_colour(
+    monolith: Callable[[], Monolith],
+) -> None:
+    """werkzeug colours its request lines for a terminal and answers an oversized header
+    line with its own page; the monolith logs fields and answers in cloudvote's words."""
+    server = monolith()
+    missing = requests.get(f"{server.url}/nowhere", timeout=HTTP_TIMEOUT)
+    refused = requests.post(
+        f"{server.url}/", data={"vote": "a"}, headers={"X-Tracking": "x" * 10_000}, timeout=5
+    )
+    # Past http.server's 64 KiB a line, the request never reaches the app.
+    unparsed = requests.get(f"{server.url}/", headers={"X-Tracking": "x" * 70_000}, timeout=5)
+    server.terminate()
+
+    assert missing.status_code == 404 and "there is nothing at /nowhere" in missing.text
+    assert refused.status_code == 431 and "8 KiB limit" in refused.text
+    assert unparsed.status_code == 431
+    assert "8 KiB limit" in unparsed.json()["error"]
+    log = server.log_path.read_text()
+    assert "\x1b[" not in log
+    requests_logged = [
+        json.loads(line) for line in log.splitlines() if '"event":"http.request"' in line
+    ]
+    assert {(r["method"], r["status"]) for r in requests_logged if r["path"] == "/nowhere"} == {
+        ("GET", 404)
+    }
+    # One refused by the app, one by the parser: both logged as fields.
+    assert [r["status"] for r in requests_logged if r["path"] == "/"] == [431, 431]
 
 
 def run_cloudvote(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -279,6 +279,30 @@ def test_metrics_show_votes_accepted_applied_batches_and_queue_depth(
 # -- dependency outages ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "header_bytes",
+    [10_000, 20_000],
+    ids=["over-the-apps-8-kib", "over-gunicorns-16-kib-field"],
+)
+def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
+    http: requests.Session, redis_server: RedisServer, vote: ServiceProcess, header_bytes: int
+) -> None:
+    """Past 8 KiB the app answers; past 16 KiB in one field gunicorn refuses the request
+    before the app sees it, and its worker class answers in the same words."""
+    depth = queue_depth(redis_server)
+    response = http.post(
+        f"{vote.url}/api/polls/api/votes",
+        json={"option": "a"},
+        headers={"X-Tracking": "x" * header_bytes},
+        timeout=HTTP_TIMEOUT,
+    )
+
+    assert response.status_code == 431
+    assert response.headers["Content-Type"] == "application/json"
+    assert "the request headers are larger than the 8 KiB limit" in response.json()["error"]
+    assert queue_depth(redis_server) == depth
+
+
 def test_redis_outage_answers_503_and_loses_no_accepted_vote(
     http: requests.Session,
     redis_server: RedisServer,

@@ -7,14 +7,49 @@ import signal
 import threading
 from types import FrameType
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cloudvote.bootstrap import build_monolith
 from cloudvote.config import Settings
 from cloudvote.entrypoints.web.apps import create_monolith_app
-from cloudvote.entrypoints.web.observed import shutting_down
+from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE, shutting_down
 
 log = logging.getLogger("cloudvote.monolith")
+access_log = logging.getLogger("cloudvote.access")
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, with its request lines as JSON fields and its errors in our words.
+
+    werkzeug writes each request as one preformatted line, coloured with ANSI escapes for a
+    terminal; in a JSON log those escapes are noise a log shipper must strip. This logs the
+    same facts as fields instead. The few errors the HTTP parser answers before the app
+    (a header line too long, too many headers) get cloudvote's JSON, not its HTML page.
+    """
+
+    error_content_type = "application/json"
+    error_message_format = '{"error": "%(message)s: %(explain)s", "status": %(code)d}'
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        access_log.info(
+            "http.request",
+            extra={
+                "method": getattr(self, "command", None),
+                "path": getattr(self, "path", None),
+                "status": int(code) if str(code).isdigit() else str(code),
+            },
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code == 431:
+            message, explain = "request headers too large", HEADERS_TOO_LARGE
+        # The format is filled in by http.server; a quote or backslash from a bad request
+        # line would break the JSON.
+        super().send_error(code, _json_safe(message), _json_safe(explain))
+
+
+def _json_safe(text: str | None) -> str | None:
+    return None if text is None else text.replace("\\", "/").replace('"', "'")
 
 
 def run_monolith(settings: Settings, host: str = "127.0.0.1") -> int:
@@ -24,7 +59,7 @@ def run_monolith(settings: Settings, host: str = "127.0.0.1") -> int:
     worker = threading.Thread(target=drainer.run, name="worker")
     app = create_monolith_app(components=components, liveness=worker.is_alive)
     # A threaded server: one slow client or open results stream must not block votes.
-    server = make_server(host, settings.port, app, threaded=True)
+    server = make_server(host, settings.port, app, threaded=True, request_handler=_RequestHandler)
     worker.start()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

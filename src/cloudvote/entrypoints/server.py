@@ -6,6 +6,7 @@ flags and variables everywhere, instead of a gunicorn command line per Dockerfil
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -15,10 +16,14 @@ from types import FrameType
 from typing import Any
 
 from flask import Flask
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.http.errors import LimitRequestHeaders
+from gunicorn.workers.ggevent import GeventWorker
 
 from cloudvote.config import Settings
+from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE
 
 # SIGTERM → stop accepting, finish in-flight requests, exit: all within 10 s, inside
 # Kubernetes' default 30 s grace period and Docker's default 10 s stop timeout.
@@ -30,14 +35,21 @@ WORKER_MODELS: dict[str, dict[str, Any]] = {
     # vote: short requests that each wait on a Redis round trip. gevent's greenlets wait
     # without OS thread switches, and concurrent votes share one pipelined round trip
     # (GroupCommitWriter); measured 604 CPU µs per vote against 785 with 8 threads.
-    "vote": {"worker_class": "gevent", "worker_connections": 256},
+    "vote": {
+        "worker_class": "cloudvote.entrypoints.server.OwnWordsGeventWorker",
+        "worker_connections": 256,
+    },
     # result: thousands of idle SSE streams that wait on one in-process feed. A greenlet
     # per stream costs a few KB where a thread costs a stack and a slot in a fixed pool
     # (gthread's 32 threads froze at 64 viewers, probes included). psycopg waits through
     # gevent's patched select, so a slow database blocks only the greenlet that asked.
     # worker_connections is set from RESULT_MAX_STREAMS below.
-    "result": {"worker_class": "gevent"},
+    "result": {"worker_class": "cloudvote.entrypoints.server.OwnWordsGeventWorker"},
 }
+# A header field gunicorn still parses; the app refuses a header block past 8 KiB itself
+# (observed.MAX_HEADER_BYTES), so that answer, by path a page or JSON, is the one clients
+# meet. gunicorn's default, 8,190 bytes a field, would answer first with its own page.
+HEADER_FIELD_LIMIT_BYTES = 16384
 # Connections a result process takes beyond its stream limit: probes, pages and the API
 # still get in when every stream slot is taken, and a stream past the limit gets its 503.
 # A refused viewer's connection stays open for the keep-alive (5 s) after its 503, so the
@@ -60,6 +72,7 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "timeout": 30,
             "keepalive": 5,
+            "limit_request_field_size": HEADER_FIELD_LIMIT_BYTES,
             # Per-request access lines would cost more CPU than the vote itself; the
             # gateway (nginx, an Ingress) logs requests, and /metrics counts them.
             "accesslog": None,
@@ -86,6 +99,30 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         return self.factory(self.settings)
+
+
+class OwnWordsGeventWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker, with cloudvote's answer to a header too large to parse.
+
+    Such a request never reaches the app, and gunicorn would answer with its own HTML
+    page. The path is unknown at that point (the headers did not parse), so the answer is
+    cloudvote's JSON, which a script can parse and a browser still shows as text.
+    """
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if not isinstance(exc, LimitRequestHeaders):
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("http.headers_too_large: %s", exc)
+        body = json.dumps({"error": HEADERS_TOO_LARGE, "status": 431}).encode()
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            gunicorn_util.write_nonblock(client, head.encode() + body)
+        except OSError:
+            self.log.debug("could not send the 431 answer")
 
 
 def _stream_capacity(service: str, settings: Settings) -> dict[str, Any]:

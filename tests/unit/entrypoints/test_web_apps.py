@@ -449,13 +449,13 @@ def test_a_missing_or_malformed_json_body_is_400(
         ('{"option": "a"}', None),
     ],
 )
-def test_a_vote_api_body_that_is_not_declared_json_is_400(
+def test_a_vote_api_body_that_is_not_declared_json_is_415_naming_application_json(
     harness: Harness, client: FlaskClient, data: str, content_type: str | None
 ) -> None:
     response = client.post("/api/polls/default/votes", data=data, content_type=content_type)
 
-    assert response.status_code == 400
-    assert "application/json" in response.get_json()["error"]
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.get_json()["error"]
     assert harness.queue.depth() == 0
 
 
@@ -583,6 +583,9 @@ def test_a_wrong_method_is_405_with_an_allow_header(
 
     assert response.status_code == 405
     assert allowed in response.headers["Allow"]
+    message = response.get_data(as_text=True)
+    assert f"{method} is not allowed on {path}; allowed: " in message
+    assert allowed in message.split("allowed: ")[1]
     assert harness.queue.depth() == 0
 
 
@@ -617,6 +620,8 @@ def test_a_cross_site_api_vote_is_refused(harness: Harness, client: FlaskClient)
     )
 
     assert response.status_code == 403
+    error = response.get_json()["error"]
+    assert "cross-site request" in error and "form" not in error
     assert harness.queue.depth() == 0
 
 
@@ -637,6 +642,160 @@ def test_a_same_origin_or_header_less_form_post_is_accepted(
 
     assert response.status_code == 303
     assert harness.queue.depth() == 1
+
+
+# -- errors in cloudvote's words -----------------------------------------------------------
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "api_path", "body", "status", "words"),
+    [
+        (
+            "GET",
+            "/no-such-page",
+            "/api/no-such-thing",
+            "",
+            404,
+            "there is nothing at /no-such-page",
+        ),
+        ("PUT", "/", "/api/polls/default/votes", "", 405, "PUT is not allowed on /; allowed: "),
+        ("POST", "/", "/api/polls/default/votes", "x" * 5000, 413, "4 KiB limit"),
+    ],
+    ids=["404", "405", "413"],
+)
+def test_a_browser_gets_an_error_page_and_an_api_client_json_in_cloudvotes_words(
+    harness: Harness,
+    client: FlaskClient,
+    method: str,
+    path: str,
+    api_path: str,
+    body: str,
+    status: int,
+    words: str,
+) -> None:
+    page = client.open(path, method=method, data=body, headers={"Accept": BROWSER_ACCEPT})
+    api = client.open(api_path, method=method, data=body, headers={"Accept": BROWSER_ACCEPT})
+
+    assert page.status_code == status
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert f"<h1>{status}</h1>" in html and words in html
+    assert 'href="/results"' in html and 'id="served-by"' in html  # the site's own page
+    assert "Werkzeug" not in html and f"<title>{status} · cloudvote</title>" in html
+    assert api.status_code == status and api.mimetype == "application/json"
+    assert set(api.get_json()) == {"error", "status"}
+    assert harness.queue.depth() == 0
+
+
+def test_an_api_404_is_json_naming_where_things_are(client: FlaskClient) -> None:
+    response = client.get("/api/nothing-here", headers={"Accept": BROWSER_ACCEPT})
+
+    assert response.status_code == 404
+    assert response.get_json() == {
+        "error": "there is nothing at /api/nothing-here: the ballot is at /, the results at"
+        " /results, and the API at /api/polls",
+        "status": 404,
+    }
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_the_413_names_the_4_kib_limit_whether_sized_or_chunked(
+    harness: Harness, client: FlaskClient, chunked: bool
+) -> None:
+    body = json.dumps({"option": "a", "pad": "x" * 5000})
+    if chunked:
+        status, answer = _post_chunked(
+            harness.app, "/api/polls/default/votes", body.encode(), "application/json"
+        )
+        error = json.loads(answer)["error"]
+    else:
+        response = client.post(
+            "/api/polls/default/votes", data=body, content_type="application/json"
+        )
+        status, error = response.status_code, response.get_json()["error"]
+
+    assert status == 413
+    assert error == "the request body is larger than the 4 KiB limit (4096 bytes)"
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "mimetype"),
+    [
+        ("/api/polls/default/votes", None, "application/json"),
+        ("/", BROWSER_ACCEPT, "text/html"),
+        ("/", None, "text/plain"),
+    ],
+)
+def test_headers_over_8_kib_are_431_in_cloudvotes_words_and_nothing_is_queued(
+    harness: Harness, client: FlaskClient, path: str, accept: str | None, mimetype: str
+) -> None:
+    headers = {"X-Tracking": "x" * 8200}  # the test client keeps its own Cookie header
+    if accept:
+        headers["Accept"] = accept
+    kwargs: dict[str, object] = (
+        {"json": {"option": "a"}} if path.startswith("/api") else {"data": {"vote": "a"}}
+    )
+
+    response = client.post(path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    assert response.status_code == 431
+    assert response.mimetype == mimetype
+    assert "8 KiB limit" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
+
+
+def test_headers_just_under_the_limit_are_accepted(harness: Harness, client: FlaskClient) -> None:
+    response = client.post("/", data={"vote": "a"}, headers={"X-Tracking": "x" * 7000})
+
+    assert response.status_code == 303
+    assert harness.queue.depth() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"option": 1}', '"option" must be a string, not a number'),
+        ('{"option": true}', '"option" must be a string, not true or false'),
+        ('{"option": ["a"]}', '"option" must be a string, not a list'),
+        ('{"option": ""}', '"option" must not be empty'),
+        ('{"choice": "a"}', 'missing "option"'),
+        ("[1]", "the body is not a JSON object"),
+        ("{", "the body is not a JSON object"),
+    ],
+)
+def test_a_bad_json_vote_is_told_exactly_what_is_wrong(
+    harness: Harness, client: FlaskClient, body: str, error: str
+) -> None:
+    response = client.post("/api/polls/default/votes", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == f'{error}; expected {{"option": "<option id>"}}'
+    assert harness.queue.depth() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"vote=%ff%fe", "application/x-www-form-urlencoded"),
+        (b"vote=\xff", "application/x-www-form-urlencoded"),
+        (
+            b'--x\r\nContent-Disposition: form-data; name="vote"\r\n\r\n\xff\xfe\r\n--x--\r\n',
+            "multipart/form-data; boundary=x",
+        ),
+    ],
+    ids=["percent-encoded", "raw", "multipart"],
+)
+def test_a_form_value_that_is_not_utf8_is_a_clear_400(
+    harness: Harness, client: FlaskClient, body: bytes, content_type: str
+) -> None:
+    response = client.post("/", data=body, content_type=content_type)
+
+    assert response.status_code == 400
+    assert "form field 'vote' is not valid UTF-8 text" in response.get_data(as_text=True)
+    assert harness.queue.depth() == 0
 
 
 # -- outages -----------------------------------------------------------------------------

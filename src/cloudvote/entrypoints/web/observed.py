@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from cloudvote.observability.identity import ServedBy
@@ -27,6 +27,15 @@ shutting_down = threading.Event()
 
 # Bodies are a vote or a short form; anything larger is refused before it is read.
 MAX_BODY_BYTES = 4096
+# Request headers a browser or script sends are well under 2 KiB; a bloated cookie past
+# this gets cloudvote's 431. The servers in front allow more (gunicorn 16 KiB a field,
+# entrypoints/server.py), so it is this answer a client sees, not a server's own page.
+MAX_HEADER_BYTES = 8192
+BODY_TOO_LARGE = f"the request body is larger than the 4 KiB limit ({MAX_BODY_BYTES} bytes)"
+HEADERS_TOO_LARGE = (
+    f"the request headers are larger than the 8 KiB limit ({MAX_HEADER_BYTES} bytes);"
+    " a large cookie is the usual cause"
+)
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -52,11 +61,17 @@ def install_common(
         environ = request.environ
         g.started = time.perf_counter()
         g.trace = TraceContext.continue_or_start(environ.get("HTTP_TRACEPARENT"))
+        if _header_bytes(environ) > MAX_HEADER_BYTES:
+            return _error(431, HEADERS_TOO_LARGE)
         if environ["REQUEST_METHOD"] in _UNSAFE_METHODS:
             if _is_cross_site(environ):
-                return _error(403, "cross-site form posts are refused (CSRF protection)")
-            if not _buffer_unsized_body(environ):
-                return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+                return _error(
+                    403,
+                    "cross-site request refused (CSRF protection): votes are accepted from"
+                    " this site's own pages and from clients that are not browsers",
+                )
+            if not _body_within_limit(environ):
+                return _error(413, BODY_TOO_LARGE)
         return None
 
     @app.after_request
@@ -106,9 +121,12 @@ def install_common(
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        response = _error(error.code or 500, error.description or error.name)
-        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        """Werkzeug's own errors (no route, wrong method, body too large), in our words."""
+        status = error.code or 500
+        allowed: list[str] = getattr(error, "valid_methods", None) or []
+        response = _error(status, _explain(status, allowed) or error.description or error.name)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)
@@ -204,15 +222,20 @@ def _is_cross_site(environ: Mapping[str, Any]) -> bool:
     return urlsplit(origin).netloc != request.host
 
 
-def _buffer_unsized_body(environ: dict[str, Any]) -> bool:
-    """Read a chunked body up to the limit; False when it is larger.
+def _body_within_limit(environ: dict[str, Any]) -> bool:
+    """False when the body is over the limit, sized or chunked; nothing more is read then.
 
-    Werkzeug checks MAX_CONTENT_LENGTH against Content-Length only. A chunked body has
-    none, and its stream then stops silently at the limit, so a truncated form would still
-    be accepted. Read it here, bounded, and hand Flask the buffered copy.
+    A sized body is judged by its Content-Length before routing, so a too-large post to
+    any path gets the same 413. Werkzeug checks MAX_CONTENT_LENGTH against Content-Length
+    only; a chunked body has none, and its stream then stops silently at the limit, so a
+    truncated form would still be accepted. So it is read here, bounded, and Flask is
+    handed the buffered copy.
     """
-    if "CONTENT_LENGTH" in environ or "wsgi.input_terminated" not in environ:
-        return True  # sized bodies are checked by werkzeug; others are not read at all
+    if "CONTENT_LENGTH" in environ:
+        length = environ["CONTENT_LENGTH"]
+        return not (length.isdigit() and int(length) > MAX_BODY_BYTES)
+    if "wsgi.input_terminated" not in environ:
+        return True  # no length and no terminated stream: there is no body to read
     stream = environ["wsgi.input"]
     body = bytearray()
     while len(body) <= MAX_BODY_BYTES:
@@ -225,13 +248,44 @@ def _buffer_unsized_body(environ: dict[str, Any]) -> bool:
     return False
 
 
+def _header_bytes(environ: Mapping[str, Any]) -> int:
+    """The request's header block, roughly as sent: each name, value and separator."""
+    return sum(
+        len(key) - 1 + len(value) + 4 for key, value in environ.items() if key[:5] == "HTTP_"
+    )
+
+
+def _explain(status: int, allowed: list[str]) -> str | None:
+    """cloudvote's words for the errors werkzeug raises before a view runs."""
+    if status == 404:
+        return (
+            f"there is nothing at {request.path}: the ballot is at /, the results at /results,"
+            " and the API at /api/polls"
+        )
+    if status == 405:
+        return f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+    if status == 413:
+        return BODY_TOO_LARGE
+    if status == 431:
+        return HEADERS_TOO_LARGE
+    return None
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _wants_html() -> bool:
+    """A browser asks for HTML first; curl and scripts (`*/*`) get one line of text."""
+    return request.accept_mimetypes.best in ("text/html", "application/xhtml+xml")
 
 
 def _error(status: int, message: str) -> Response:
     if wants_json():
         response = jsonify(error=message, status=status)
+    elif _wants_html():
+        page = render_template("error.html", status=status, message=message)
+        response = Response(page, content_type="text/html; charset=utf-8")
     else:
         response = Response(f"{status} {message}\n", content_type="text/plain; charset=utf-8")
     response.status_code = status

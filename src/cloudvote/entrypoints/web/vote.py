@@ -57,13 +57,20 @@ def vote_blueprint(caster: VoteCaster) -> Blueprint:
     def api_vote(poll_id: str) -> Response:
         catalog.require(poll_id)  # 404 before body checks: the URL is wrong first
         if not request.is_json:
-            return _rejected(400, "expected a JSON body with Content-Type: application/json")
+            sent = request.mimetype or "no Content-Type"
+            return _rejected(
+                415, f'votes are JSON: send Content-Type: application/json, not "{sent}"'
+            )
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            return _rejected(400, 'malformed JSON; expected {"option": "<option id>"}')
+            return _rejected(
+                400, 'the body is not a JSON object; expected {"option": "<option id>"}'
+            )
         option = body.get("option")
-        if not isinstance(option, str) or not option:
-            return _rejected(400, 'missing "option"; expected {"option": "<option id>"}')
+        problem = _option_problem(option)
+        if problem is not None:
+            return _rejected(400, f'{problem}; expected {{"option": "<option id>"}}')
+        assert isinstance(option, str)
         voter_id, is_new = _voter_id()
         failure = _cast(caster, poll_id, option, voter_id)
         if failure is not None:
@@ -90,9 +97,36 @@ def _page(catalog: PollCatalog, poll: Poll) -> Response:
     return _with_voter_cookie(response, voter_id, is_new)
 
 
+def _option_problem(option: object) -> str | None:
+    """What is wrong with the "option" of a JSON vote, in words a client can act on."""
+    if option is None:
+        return 'missing "option"'
+    if not isinstance(option, str):
+        return f'"option" must be a string, not {_JSON_TYPES.get(type(option), "a value")}'
+    if not option:
+        return '"option" must not be empty'
+    return None
+
+
+_JSON_TYPES = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+}
+
+
+class _NotText(ValueError):
+    """A form value whose bytes are not UTF-8 text."""
+
+
 def _form_vote(caster: VoteCaster, poll_id: str, back_to: str) -> BaseResponse:
     caster.catalog.require(poll_id)
-    option = _form_field("vote")
+    try:
+        option = _form_field("vote")
+    except _NotText:
+        return _rejected(400, "form field 'vote' is not valid UTF-8 text (the option id)")
     if not option:
         return _rejected(400, "missing form field 'vote' (the option id)")
     voter_id, is_new = _voter_id()
@@ -113,10 +147,21 @@ def _form_field(name: str) -> str | None:
     """A field of the posted form: a url-encoded body is split here, which costs less than
     werkzeug's general form parser; multipart forms still go through request.form."""
     if request.mimetype != "application/x-www-form-urlencoded":
-        return request.form.get(name)
+        # Werkzeug's multipart parser replaces bytes that are not UTF-8 with U+FFFD,
+        # which no option id contains.
+        value = request.form.get(name)
+        if value is not None and "\ufffd" in value:
+            raise _NotText(name)
+        return value
     # get_data reads through werkzeug's bounded stream, so a body over the limit is 413.
-    body = request.get_data(as_text=True)
-    for key, value in parse_qsl(body, keep_blank_values=True):
+    # Decoded strictly, raw and percent-encoded alike: a replacement character would make
+    # a bad byte look like an unknown option.
+    try:
+        body = request.get_data().decode()
+        fields = parse_qsl(body, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as error:
+        raise _NotText(name) from error
+    for key, value in fields:
         if key == name:
             return value
     return None
