@@ -6,6 +6,7 @@ must stall without dropping traffic, and `kubectl rollout undo` must bring it ba
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -13,17 +14,22 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kubernetes.app import Cloudvote, ResultReader, assert_no_accepted_vote_lost
-from tests.support.kube import get_json, kubectl, wait_rollout
+from tests.support.kube import Manifest, get_json, kubectl, ready_pods, wait_rollout
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 SERVICES = ("vote", "result", "worker")
+VOTE_PODS = "app.kubernetes.io/name=vote"
 
 
 def container_image(app: Cloudvote, deployment: str) -> str:
     spec = get_json("deployment", "-n", app.namespace, deployment)["spec"]["template"]["spec"]
     return str(next(c for c in spec["containers"] if c["name"] == deployment)["image"])
+
+
+def _runs(pod: Manifest, image: str) -> bool:
+    return any(c["image"] == image for c in pod["spec"]["containers"])
 
 
 @pytest.fixture
@@ -66,45 +72,68 @@ def test_release_of_every_service_under_load_fails_no_request_and_loses_no_vote(
     assert_no_accepted_vote_lost(app, steady_load)
 
 
+@pytest.fixture
+def vote_size_held(app: Cloudvote) -> Iterator[int]:
+    """vote's size, held by its HPA for the test: a resize in the middle of a rollout is
+    shared between the old and the new ReplicaSet, which would blur what maxSurge and
+    maxUnavailable promise. (The CI run of 2026-12-03 saw the HPA resize vote here.)"""
+    limits = get_json("hpa", "-n", app.namespace, "vote")["spec"]
+    size = int(get_json("deployment", "-n", app.namespace, "vote")["spec"]["replicas"])
+    set_hpa_limits(app, size, size)
+    wait_rollout(app.namespace, "deployment/vote")
+    try:
+        yield size
+    finally:
+        set_hpa_limits(app, limits["minReplicas"], limits["maxReplicas"])
+
+
+def set_hpa_limits(app: Cloudvote, minimum: int, maximum: int) -> None:
+    patch = json.dumps({"spec": {"minReplicas": minimum, "maxReplicas": maximum}})
+    kubectl("patch", "hpa", "-n", app.namespace, "vote", "--type=merge", "-p", patch)
+
+
 def test_bad_image_stalls_the_rollout_without_dropping_traffic_and_undo_recovers(
-    app: Cloudvote, steady_load: SteadyVotes
+    app: Cloudvote, vote_size_held: int, steady_load: SteadyVotes
 ) -> None:
+    size = vote_size_held
     good_image = container_image(app, "vote")
     bad_image = good_image.rsplit(":", 1)[0] + ":0.0.0-never-built"
-    ready_before = get_json("deployment", "-n", app.namespace, "vote")["status"]["readyReplicas"]
 
     kubectl("set", "image", "-n", app.namespace, "deployment/vote", f"vote={bad_image}")
-    waiting = wait_until(
-        lambda: [
-            s["state"]["waiting"]["reason"]
-            for p in get_json("pods", "-n", app.namespace, "-l", "app.kubernetes.io/name=vote")[
-                "items"
-            ]
-            for s in p["status"].get("containerStatuses", [])
-            if s["image"].endswith("never-built") and "waiting" in s.get("state", {})
-        ],
-        lambda reasons: any("Image" in r for r in reasons),
-        timeout=90,
-        what="the new vote pod failing to get its image",
-    )
-    # maxUnavailable 0: the old pods stay, so the rollout stalls instead of breaking.
-    stalled = kubectl(
-        "rollout",
-        "status",
-        "-n",
-        app.namespace,
-        "deployment/vote",
-        "--timeout=20s",
-        check=False,
-        timeout=60,
-    )
-    assert stalled.returncode != 0
-    status = get_json("deployment", "-n", app.namespace, "vote")["status"]
-    assert status["readyReplicas"] >= ready_before
-    assert status.get("updatedReplicas", 0) <= 1
-
-    kubectl("rollout", "undo", "-n", app.namespace, "deployment/vote")
-    wait_rollout(app.namespace, "deployment/vote")
+    try:
+        waiting = wait_until(
+            lambda: [
+                s["state"]["waiting"]["reason"]
+                for p in get_json("pods", "-n", app.namespace, "-l", VOTE_PODS)["items"]
+                for s in p["status"].get("containerStatuses", [])
+                if s["image"].endswith("never-built") and "waiting" in s.get("state", {})
+            ],
+            lambda reasons: any("Image" in r for r in reasons),
+            timeout=90,
+            what="the new vote pod failing to get its image",
+        )
+        # maxUnavailable 0: the old pods stay, so the rollout stalls instead of breaking.
+        stalled = kubectl(
+            "rollout",
+            "status",
+            "-n",
+            app.namespace,
+            "deployment/vote",
+            "--timeout=20s",
+            check=False,
+            timeout=60,
+        )
+        assert stalled.returncode != 0
+        # maxSurge 1: one new pod and no more; none of them ever ready; every old pod
+        # still serving.
+        status = get_json("deployment", "-n", app.namespace, "vote")["status"]
+        assert status.get("updatedReplicas", 0) == 1, status
+        assert not [p for p in ready_pods(app.namespace, VOTE_PODS) if _runs(p, bad_image)]
+        assert status.get("readyReplicas", 0) == size, status
+    finally:
+        # Undone even when an assertion failed, so the next test starts on a good image.
+        kubectl("rollout", "undo", "-n", app.namespace, "deployment/vote")
+        wait_rollout(app.namespace, "deployment/vote")
     steady_load.stop()
 
     assert container_image(app, "vote") == good_image
