@@ -118,6 +118,21 @@ def test_oversized_requests_get_cloudvotes_words_from_the_app_or_the_gateway(
     assert stack.results()["total"] == total
 
 
+def test_every_answer_names_the_container_that_served_it(stack: Project) -> None:
+    """Under Compose the instance is the container's hostname, its short id."""
+    for service, path in (("vote", "/api/polls"), ("result", "/results")):
+        status, headers, body = stack.request("GET", path)
+        hostname = stack.inspect(stack.container(service))["Config"]["Hostname"]
+
+        assert status == 200
+        assert headers["Cloudvote-Service"] == service
+        assert headers["Cloudvote-Instance"] == hostname
+        assert headers["Cloudvote-Shape"] == "microservices"
+        assert "Cloudvote-Node" not in headers  # no Kubernetes node under Compose
+        if service == "result":
+            assert f'<code id="served-instance">{hostname}</code>' in body.decode()
+
+
 def test_result_stream_is_not_buffered_by_the_gateway(stack: Project) -> None:
     """The first event arrives at once; a buffering proxy would hold it back."""
     connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)

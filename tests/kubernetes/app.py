@@ -238,6 +238,19 @@ class Cloudvote:
         finally:
             connection.close()
 
+    def served_by(self, path: str) -> tuple[int, dict[str, str], str]:
+        """GET path on a connection of its own, as a reload does: the status, the
+        Cloudvote-* headers naming the instance that answered, and the body."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read().decode()
+            named = {k: v for k, v in response.getheaders() if k.startswith("Cloudvote-")}
+            return response.status, named, body
+        finally:
+            connection.close()
+
     def vote(self, option: str, voter: str | None = None, poll: str = "default") -> int:
         headers = {"Content-Type": "application/json"}
         if voter:
@@ -277,17 +290,27 @@ class Cloudvote:
         return ready_pods(self.namespace, f"app.kubernetes.io/name={component}")
 
 
-class ResultReader:
-    """Reads the results API through the gateway in a loop, counting non-200 answers."""
+class GatewayReader:
+    """GETs one path through the gateway in a loop, each on a new connection as a reload
+    is: counts the non-200 answers, and records the version that served each 200."""
 
-    def __init__(self, app: Cloudvote, max_seconds: float = 600) -> None:
+    def __init__(
+        self,
+        app: Cloudvote,
+        path: str = "/api/polls/default/results",
+        interval: float = 0.1,
+        max_seconds: float = 600,
+    ) -> None:
         self.app = app
+        self.path = path
+        self.interval = interval
         self.ok = 0
         self.failures: list[str] = []
+        self.versions: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(max_seconds,), daemon=True)
 
-    def __enter__(self) -> ResultReader:
+    def __enter__(self) -> GatewayReader:
         self._thread.start()
         return self
 
@@ -299,14 +322,15 @@ class ResultReader:
         deadline = time.monotonic() + max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                status, _ = self.app.request("GET", "/api/polls/default/results")
+                status, named, _ = self.app.served_by(self.path)
                 if status == 200:
                     self.ok += 1
+                    self.versions.append(named.get("Cloudvote-Version", ""))
                 else:
                     self.failures.append(str(status))
             except OSError as error:
                 self.failures.append(type(error).__name__)
-            self._stop.wait(0.1)
+            self._stop.wait(self.interval)
 
 
 def assert_no_accepted_vote_lost(app: Cloudvote, load: SteadyVotes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -99,6 +100,33 @@ def test_vote_through_the_gateway_reaches_result_api_and_page(app: Cloudvote) ->
             )
         finally:
             browser.close()
+
+
+def test_every_answer_names_the_pod_and_node_that_served_it_and_replicas_take_turns(
+    app: Cloudvote,
+) -> None:
+    """The downward API gives each pod its name and node; the answers carry them. Many
+    viewers at once spread over vote's replicas (the gateway opens a connection to the
+    Service per concurrent request, and kube-proxy picks a pod per connection)."""
+    nodes = {
+        p["metadata"]["name"]: p["spec"]["nodeName"]
+        for p in get_json("pods", "-n", app.namespace, "-l", "app.kubernetes.io/name=vote")["items"]
+    }
+    with ThreadPoolExecutor(max_workers=16) as viewers:
+        answers = list(viewers.map(lambda _: app.served_by("/api/polls"), range(64)))
+
+    assert {status for status, _, _ in answers} == {200}
+    for _, named, _ in answers:
+        assert named["Cloudvote-Service"] == "vote"
+        assert named["Cloudvote-Shape"] == "microservices"
+        assert named["Cloudvote-Node"] == nodes[named["Cloudvote-Instance"]]
+    if len(nodes) >= 2:
+        assert len({named["Cloudvote-Instance"] for _, named, _ in answers}) >= 2, answers[:3]
+
+    status, named, page = app.served_by("/results")
+    results_pods = {p["metadata"]["name"] for p in app.ready_pods("result")}
+    assert status == 200 and named["Cloudvote-Instance"] in results_pods
+    assert f'<code id="served-instance">{named["Cloudvote-Instance"]}</code>' in page
 
 
 def test_cronjob_snapshot_lands_on_its_volume(app: Cloudvote) -> None:

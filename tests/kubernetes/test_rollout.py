@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kubernetes.app import Cloudvote, ResultReader, assert_no_accepted_vote_lost
+from tests.kubernetes.app import Cloudvote, GatewayReader, assert_no_accepted_vote_lost
 from tests.support.kube import Manifest, get_json, kubectl, ready_pods, wait_rollout
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
@@ -47,7 +47,7 @@ def test_release_of_every_service_under_load_fails_no_request_and_loses_no_vote(
         name: get_json("deployment", "-n", app.namespace, name)["metadata"]["generation"]
         for name in SERVICES
     }
-    with ResultReader(app) as reader:
+    with GatewayReader(app) as reader, GatewayReader(app, "/api/polls", 0.2) as votes:
         for name in SERVICES:
             # A new pod template is a new release: here a release marker in the
             # environment, exactly what a new image tag does to the template.
@@ -70,6 +70,12 @@ def test_release_of_every_service_under_load_fails_no_request_and_loses_no_vote(
     assert set(steady_load.statuses) == {"202"}, steady_load.summary()
     assert reader.failures == [] and reader.ok > 0, reader.failures[:20]
     assert_no_accepted_vote_lost(app, steady_load)
+    # What a room sees when it reloads during the release: the old version first, the
+    # new one at the end (in between, either, as the replicas are replaced one by one).
+    new_version = f"+{release}"
+    assert votes.failures == [], votes.failures[:20]
+    assert not votes.versions[0].endswith(new_version), votes.versions[:5]
+    assert all(v.endswith(new_version) for v in votes.versions[-5:]), votes.versions[-5:]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kubernetes.app import Cloudvote, ResultReader, assert_no_accepted_vote_lost
+from tests.kubernetes.app import Cloudvote, GatewayReader, assert_no_accepted_vote_lost
 from tests.nodes import cluster
 from tests.nodes.cluster import Nodes
 from tests.nodes.conftest import TIMINGS
@@ -95,7 +95,7 @@ def test_a_rolling_update_spreads_the_new_pods_and_fails_no_request(
     app: Cloudvote, nodes: Nodes, steady_load: SteadyVotes
 ) -> None:
     release = secrets.token_hex(3)
-    with ResultReader(app) as reader:
+    with GatewayReader(app) as reader:
         kubectl(
             "set", "env", "-n", app.namespace, "deployment/vote", f"CLOUDVOTE_RELEASE={release}"
         )
@@ -150,7 +150,7 @@ def test_a_drain_under_load_waits_for_the_budget_and_fails_no_vote(
     try:
         with (
             SteadyVotes(app.host, app.port, per_second=40, threads=2, max_seconds=600) as load,
-            ResultReader(app) as reader,
+            GatewayReader(app) as reader,
         ):
             time.sleep(2)
             output, seconds = cluster.drain(drained)
