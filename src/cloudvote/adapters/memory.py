@@ -10,7 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
+from cloudvote.domain.pipeline import (
+    REPLICA_WINDOW_S,
+    REPORTS_KEPT_S,
+    PipelineStatus,
+    WorkerReport,
+    WorkerSeen,
+)
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
@@ -154,8 +160,12 @@ class InMemoryVoteStore:
         with self._lock:
             self._check()
             now = self.clock()
-            replicas = sorted(r for r, at in self._replicas.items() if now - at <= REPLICA_WINDOW_S)
-            return PipelineStatus(now, True, tuple(self.workers.values()), tuple(replicas))
+            # The same windows as the SQL adapters: strictly within the last minute (hour).
+            replicas = sorted(r for r, at in self._replicas.items() if now - at < REPLICA_WINDOW_S)
+            workers = tuple(
+                w for w in self.workers.values() if now - w.reported_at < REPORTS_KEPT_S
+            )
+            return PipelineStatus(now, True, workers, tuple(replicas))
 
     def ping(self) -> None:
         self._check()

@@ -13,7 +13,13 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
+from cloudvote.domain.pipeline import (
+    REPLICA_WINDOW_S,
+    REPORTS_KEPT_S,
+    PipelineStatus,
+    WorkerReport,
+    WorkerSeen,
+)
 from cloudvote.domain.votes import AcceptedVote
 from cloudvote.ports.store import StoreUnavailable
 
@@ -65,7 +71,7 @@ _RECENT_REPORTS = """
 SELECT worker, extract(epoch FROM reported_at)::float8, queue_depth,
        extract(epoch FROM oldest_waiting_at)::float8, extract(epoch FROM last_batch_at)::float8,
        last_batch_size
-FROM worker_reports WHERE reported_at > now() - interval '1 hour'
+FROM worker_reports WHERE reported_at > now() - make_interval(secs => %s)
 """
 
 
@@ -196,7 +202,7 @@ class PostgresVoteStore:
                     int(str(size)),
                 )
                 for worker, reported, depth, oldest, batch_at, size in conn.execute(
-                    _RECENT_REPORTS
+                    _RECENT_REPORTS, (REPORTS_KEPT_S,)
                 ).fetchall()
             )
             replicas = tuple(

@@ -16,7 +16,13 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from cloudvote.domain.pipeline import REPLICA_WINDOW_S, PipelineStatus, WorkerReport, WorkerSeen
+from cloudvote.domain.pipeline import (
+    REPLICA_WINDOW_S,
+    REPORTS_KEPT_S,
+    PipelineStatus,
+    WorkerReport,
+    WorkerSeen,
+)
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
@@ -321,7 +327,7 @@ class SqliteVoteStore:
                 for w, at, depth, oldest, batch_at, size in conn.execute(
                     "SELECT worker, reported_at, queue_depth, oldest_waiting_at, last_batch_at,"
                     " last_batch_size FROM worker_reports WHERE reported_at > ?",
-                    (now - 3600,),
+                    (now - REPORTS_KEPT_S,),
                 )
             )
             replicas = tuple(

@@ -11,6 +11,7 @@ vote whose version is not newer than the stored one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -115,7 +116,11 @@ class VoteDrainer:
             except (QueueUnavailable, StoreUnavailable) as error:
                 dependency = "queue" if isinstance(error, QueueUnavailable) else "store"
                 if dependency == "queue":
-                    self.stats.queue_depth = None  # unknown now; /stats must not show stale
+                    # Unknown now; /stats must not show stale figures, and the results
+                    # page must hear that this worker is alive but cannot see the queue.
+                    self.stats.queue_depth = None
+                    self.stats.oldest_waiting_at = None
+                    self._report_queue_down()
                 for observer in self.observers:
                     observer.retried(dependency)
                 log.warning(
@@ -129,6 +134,8 @@ class VoteDrainer:
     def drain_once(self) -> int:
         """Process one batch (stale claims first); returns how many messages it handled."""
         self.stats.last_progress = time.monotonic()
+        if time.monotonic() >= self._next_depth:
+            self._measure_and_report()
         deliveries: list[Delivery] = []
         now = time.monotonic()
         if now >= self._next_claim:
@@ -147,17 +154,33 @@ class VoteDrainer:
             deliveries = self.source.receive(self.settings.batch_size, block_ms)
         if deliveries:
             self.process(deliveries)
-        if time.monotonic() >= self._next_depth:
-            # Here, off every request path: a hung queue stalls this loop (which the
-            # liveness check watches for), never a probe.
-            depth = self.source.depth()
-            self.stats.oldest_waiting_at = self.source.oldest_waiting()
-            self._next_depth = time.monotonic() + self.settings.depth_every_s
-            for observer in self.observers:
-                observer.depth_measured(depth)
-            self.store.record_report(self._report())
         self.stats.last_progress = time.monotonic()
         return len(deliveries)
+
+    def _measure_and_report(self) -> None:
+        """Measure the queue and tell the store, once per `depth_every_s`.
+
+        Before the batch, not after it: a worker that starts on a backlog reports what it
+        found (and signs its first batch with that), instead of a queue it never measured.
+        Here, off every request path: a hung queue stalls this loop (which the liveness
+        check watches for), never a probe.
+        """
+        depth = self.source.depth()
+        self.stats.oldest_waiting_at = self.source.oldest_waiting()
+        self._next_depth = time.monotonic() + self.settings.depth_every_s
+        for observer in self.observers:
+            observer.depth_measured(depth)
+        self.store.record_report(self._report())
+
+    def _report_queue_down(self) -> None:
+        """While the queue does not answer, say so (depth unknown) once per interval; a
+        worker that went silent instead would look dead, and its votes safely queued."""
+        if time.monotonic() < self._next_depth:
+            return
+        self._next_depth = time.monotonic() + self.settings.depth_every_s
+        # Both down: nothing to tell anyone, and the loop retries anyway.
+        with contextlib.suppress(StoreUnavailable):
+            self.store.record_report(self._report())
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
         votes: list[AcceptedVote] = []
@@ -214,7 +237,8 @@ class VoteDrainer:
         changed = 0
         for vote in votes:
             try:
-                changed += self.store.apply([vote])
+                # Each vote is now a batch of its own, committed with its own report.
+                changed += self.store.apply([vote], self._report(batch_size=1))
             except StoreUnavailable:
                 raise
             except Exception as error:  # noqa: BLE001 - any refusal of the data is final

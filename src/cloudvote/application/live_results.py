@@ -102,6 +102,15 @@ class Subscription:
         self.poll_id = poll_id
         self._closed = False
 
+    def latest_pipeline_json(self) -> str | None:
+        """The pipeline state as last read, for a stream's first pipeline event.
+
+        A snapshot carries the state encoded when it last changed, and its `as_of` dates
+        it: a viewer that arrives a minute later must start from the latest read, or
+        every age on its panel would be a minute short.
+        """
+        return self.live._pipeline_latest_json
+
     def next(self, after_version: int, timeout: float) -> Snapshot | None:
         """The poll's snapshot once it is newer than `after_version`; None on timeout
         or when the process is stopping."""
@@ -149,7 +158,8 @@ class LiveResults:
         self.pipeline = pipeline
         self.pipeline_every_s = pipeline_every_s
         self._pipeline: PipelineStatus | None = None
-        self._pipeline_json: str | None = None
+        self._pipeline_json: str | None = None  # encoded when it last changed
+        self._pipeline_latest_json: str | None = None  # encoded at every read
         self._pipeline_read_at = 0.0
         self._pipeline_seen_at = 0.0
 
@@ -345,12 +355,14 @@ class LiveResults:
             log.exception("results.pipeline_failed")
             self._pipeline_read_at = now + 4 * self.pipeline_every_s
             return self._pipeline_read_at + self.pipeline_every_s
+        encoded = json.dumps(status.as_json(), separators=(",", ":"))
         with self._lock:
             unchanged = status.same_state(self._pipeline)
             self._pipeline, self._pipeline_seen_at = status, now
+            self._pipeline_latest_json = encoded
             if unchanged:
                 return now + self.pipeline_every_s
-            self._pipeline_json = json.dumps(status.as_json(), separators=(",", ":"))
+            self._pipeline_json = encoded
             for channel in self._channels.values():
                 if channel.subscribers and channel.snapshot is not None:
                     self._version += 1

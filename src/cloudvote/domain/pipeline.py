@@ -17,6 +17,9 @@ from dataclasses import dataclass
 REPORTING_WITHIN_S = 3.0
 # "Vote replicas at work": those that accepted a vote applied within this window.
 REPLICA_WINDOW_S = 60.0
+# A worker silent this long (an old pod, a stopped process) no longer says anything about
+# the queue: its report is left out of the panel.
+REPORTS_KEPT_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,18 @@ class WorkerSeen:
     oldest_waiting_at: float | None
     last_batch_at: float | None
     last_batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """How far behind the workers are: the age of the oldest vote not yet applied.
+
+    `at_most` marks a bound rather than a measure: every worker is silent, nothing waited
+    when the last one reported, so the oldest vote waiting now arrived after that.
+    """
+
+    seconds: float
+    at_most: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,19 @@ class PipelineStatus:
     def last_batch(self) -> WorkerSeen | None:
         applied = [w for w in self.workers if w.last_batch_at is not None]
         return max(applied, key=lambda w: w.last_batch_at or 0.0, default=None)
+
+    def lag(self) -> Lag | None:
+        """The worker lag at `as_of`; None when nobody can tell (no report, the queue or
+        the store not answering). The page recomputes it as time passes, by these rules."""
+        freshest = self.freshest
+        if not self.store_reachable or freshest is None or freshest.queue_depth is None:
+            return None
+        if freshest.oldest_waiting_at is not None:
+            # Silent workers drain nothing, so the oldest vote they saw is still waiting.
+            return Lag(max(0.0, self.as_of - freshest.oldest_waiting_at))
+        if self.reporting:
+            return Lag(0.0)
+        return Lag(max(0.0, self.as_of - freshest.reported_at), at_most=True)
 
     def as_json(self) -> dict[str, object]:
         freshest, last = self.freshest, self.last_batch

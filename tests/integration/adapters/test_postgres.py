@@ -20,6 +20,8 @@ from cloudvote.adapters.postgres import (
     create_pool,
     migrate,
 )
+from cloudvote.application.pipeline import PipelineView
+from cloudvote.domain.pipeline import REPLICA_WINDOW_S, WorkerReport, WorkerSeen
 from cloudvote.domain.votes import AcceptedVote, latest_per_voter
 from cloudvote.ports.store import StoreUnavailable
 from tests.support.servers import PostgresServer, free_port
@@ -362,6 +364,161 @@ def test_a_batch_the_database_refuses_changes_nothing_and_is_not_unavailable(
     assert store.apply([vote(poll, "v1", "b", 2)]) == 1  # and the pool is still usable
 
 
+# -- the pipeline panel: worker reports and vote replicas -----------------------------------
+
+
+def seen_worker(store: PostgresVoteStore, worker: str) -> WorkerSeen | None:
+    return next((w for w in store.pipeline().workers if w.worker == worker), None)
+
+
+def test_a_batchs_report_and_vote_replicas_are_written_in_its_transaction(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    worker, replicas = f"worker-{poll}", (f"vote-a-{poll}", f"vote-b-{poll}")
+    oldest = time.time() - 3.0
+    batch = [
+        AcceptedVote(poll, "a", "v1", 1, via=replicas[1]),
+        AcceptedVote(poll, "b", "v2", 2, via=replicas[0]),
+    ]
+
+    store.apply(batch, WorkerReport(worker, 2, oldest, batch_size=2))
+
+    seen = seen_worker(store, worker)
+    assert seen is not None
+    assert (seen.queue_depth, seen.last_batch_size) == (2, 2)
+    assert seen.oldest_waiting_at == pytest.approx(oldest, abs=1e-3)
+    # now() is the transaction's start: one timestamp for the votes and the report.
+    [(updated_at,)] = query(
+        database,
+        "SELECT DISTINCT extract(epoch FROM updated_at)::float8 FROM votes WHERE poll_id = %s",
+        poll,
+    )
+    assert seen.reported_at == seen.last_batch_at == updated_at
+    listed = store.pipeline().vote_replicas
+    assert [r for r in listed if r.endswith(poll)] == sorted(replicas)
+
+
+def test_a_refused_batch_leaves_no_report_and_no_vote_replica(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    """The panel never shows a batch that did not commit."""
+    worker, replica = f"worker-{poll}", f"vote-{poll}"
+    poisoned = [
+        AcceptedVote(poll, "a", "v1", 1, via=replica),
+        AcceptedVote(poll, "a", "v2", 2, trace_id="nul\x00byte", via=replica),
+    ]
+
+    with pytest.raises(Exception) as refused:
+        store.apply(poisoned, WorkerReport(worker, 2, None, batch_size=2))
+
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert seen_worker(store, worker) is None
+    assert replica not in store.pipeline().vote_replicas
+    assert query(database, "SELECT count(*) FROM votes WHERE poll_id = %s", poll) == [(0,)]
+
+
+def test_an_idle_report_keeps_the_last_batch_and_updates_the_queue(
+    store: PostgresVoteStore, poll: str
+) -> None:
+    worker = f"worker-{poll}"
+    store.apply([vote(poll, "v1", "a", 1)], WorkerReport(worker, 4, time.time(), batch_size=1))
+    batch = seen_worker(store, worker)
+    assert batch is not None
+
+    store.record_report(WorkerReport(worker, 0, None))
+
+    idle = seen_worker(store, worker)
+    assert idle is not None
+    assert (idle.queue_depth, idle.oldest_waiting_at) == (0, None)
+    assert idle.reported_at > batch.reported_at
+    assert (idle.last_batch_at, idle.last_batch_size) == (batch.last_batch_at, 1)
+
+
+def test_a_worker_that_cannot_see_the_queue_reports_the_depth_unknown(
+    store: PostgresVoteStore, poll: str
+) -> None:
+    worker = f"worker-{poll}"
+
+    store.record_report(WorkerReport(worker, None, None))
+
+    seen = seen_worker(store, worker)
+    assert seen is not None
+    assert (seen.queue_depth, seen.oldest_waiting_at) == (None, None)
+
+
+def test_vote_replicas_count_only_within_the_last_minute(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    old, recent, new = (f"vote-{n}-{poll}" for n in ("old", "recent", "new"))
+    store.apply(
+        [AcceptedVote(poll, "a", f"v{n}", n + 1, via=r) for n, r in enumerate((old, recent, new))]
+    )
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "UPDATE vote_replicas SET last_vote_at = now() - make_interval(secs => %s)"
+            " WHERE replica = %s",
+            (REPLICA_WINDOW_S + 1, old),
+        )
+        conn.execute(
+            "UPDATE vote_replicas SET last_vote_at = now() - make_interval(secs => %s)"
+            " WHERE replica = %s",
+            (REPLICA_WINDOW_S - 5, recent),
+        )
+
+    listed = [r for r in store.pipeline().vote_replicas if r.endswith(poll)]
+
+    assert listed == sorted([recent, new])
+
+
+def test_the_pipeline_is_stamped_with_the_stores_clock_and_forgets_old_workers(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    gone, here = f"gone-{poll}", f"here-{poll}"
+    store.record_report(WorkerReport(gone, 9, None))
+    store.record_report(WorkerReport(here, 0, None))
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "UPDATE worker_reports SET reported_at = now() - interval '61 minutes'"
+            " WHERE worker = %s",
+            (gone,),
+        )
+        [(server_now,)] = conn.execute("SELECT extract(epoch FROM now())::float8").fetchall()
+
+    pipeline = store.pipeline()
+
+    assert pipeline.store_reachable
+    assert abs(pipeline.as_of - float(str(server_now))) < 5
+    workers = {w.worker for w in pipeline.workers}
+    assert here in workers
+    assert gone not in workers
+
+
+def test_reports_and_replicas_unseen_for_a_day_are_deleted(
+    store: PostgresVoteStore, database: str, poll: str
+) -> None:
+    worker, replica = f"worker-{poll}", f"vote-{poll}"
+    store.apply([AcceptedVote(poll, "a", "v1", 1, via=replica)], WorkerReport(worker, 0, None, 1))
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "UPDATE worker_reports SET reported_at = now() - interval '25 hours' WHERE worker = %s",
+            (worker,),
+        )
+        conn.execute(
+            "UPDATE vote_replicas SET last_vote_at = now() - interval '25 hours'"
+            " WHERE replica = %s",
+            (replica,),
+        )
+
+    store.record_report(WorkerReport(f"other-{poll}", 0, None))
+
+    assert query(database, "SELECT count(*) FROM worker_reports WHERE worker = %s", worker) == [
+        (0,)
+    ]
+    assert query(database, "SELECT count(*) FROM vote_replicas WHERE replica = %s", replica) == [
+        (0,)
+    ]
+
+
 # -- outages ---------------------------------------------------------------------------------
 
 
@@ -375,11 +532,17 @@ def test_store_is_unavailable_while_postgres_is_down_and_recovers_after_restart(
             lambda: store.apply([vote(poll, "v2", "b", 2)]),
             lambda: store.counts(poll),
             store.ping,
+            store.pipeline,
+            lambda: store.record_report(WorkerReport("w", 0, None)),
         ):
             started = time.monotonic()
             with pytest.raises(StoreUnavailable):
                 attempt()
             assert time.monotonic() - started < 10
+        # The result service shows the outage on the panel instead of failing the page.
+        shown = PipelineView(store).status()
+        assert not shown.store_reachable
+        assert shown.as_json()["store_reachable"] is False
     finally:
         postgres_server.start()
 

@@ -132,6 +132,32 @@ def test_depth_counts_queued_and_in_flight_votes(make_queue: QueueFactory) -> No
     assert queue.depth() == 3
 
 
+def test_oldest_waiting_is_when_redis_accepted_the_oldest_vote_still_owed(
+    make_queue: QueueFactory, admin: redis.Redis
+) -> None:
+    """The results page's worker lag: now minus this, read by the worker."""
+    queue = make_queue()
+    queue.ensure_group()
+    assert queue.oldest_waiting() is None
+
+    first = queue.enqueue(ballot())
+    time.sleep(0.01)
+    queue.enqueue(ballot())
+    server_seconds, micros = admin.time()
+    accepted_at = int(first.partition("-")[0]) / 1000
+
+    assert queue.oldest_waiting() == accepted_at
+    assert 0 <= server_seconds + micros / 1e6 - accepted_at < 5
+    delivered = queue.receive(max_count=1, block_ms=100)
+    assert queue.oldest_waiting() == accepted_at  # received, not applied: still owed
+    queue.acknowledge([d.message_id for d in delivered])
+    later = queue.oldest_waiting()
+    assert later is not None
+    assert later > accepted_at
+    queue.acknowledge([d.message_id for d in queue.receive(max_count=10, block_ms=100)])
+    assert queue.oldest_waiting() is None
+
+
 def test_queue_refuses_to_work_without_the_password(
     make_queue: QueueFactory, admin: redis.Redis, stream: str
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cloudvote.adapters.sqlite import SqliteDatabase, SqliteVoteQueue, SqliteVoteStore
+from cloudvote.domain.pipeline import REPLICA_WINDOW_S, WorkerReport
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
@@ -390,3 +391,155 @@ def test_a_committed_vote_is_visible_to_another_connection_at_once(
 
     with other_connection(db_path) as conn:
         assert conn.execute("SELECT voter FROM queue").fetchall() == [(voter(1),)]
+
+
+# -- the pipeline panel: worker reports and vote replicas --------------------------------
+
+
+def applied(n: int, option: str = "a", via: str = "") -> AcceptedVote:
+    return AcceptedVote("default", option, voter(n), n, via=via)
+
+
+def test_the_queue_knows_when_its_oldest_waiting_vote_was_accepted(
+    queue: SqliteVoteQueue,
+) -> None:
+    assert queue.oldest_waiting() is None
+    before = time.time()
+    first = queue.enqueue(ballot(1))
+    time.sleep(0.02)
+    queue.enqueue(ballot(2))
+    after_first = time.time()
+
+    oldest = queue.oldest_waiting()
+    assert oldest is not None
+    assert before <= oldest < after_first
+
+    queue.receive(1, 0)
+    assert queue.oldest_waiting() == oldest  # received is not applied: it still waits
+    queue.acknowledge([first])
+    second = queue.oldest_waiting()
+    assert second is not None
+    assert second > oldest
+    queue.acknowledge([d.message_id for d in queue.receive(10, 0)])
+    assert queue.oldest_waiting() is None
+
+
+def test_a_queue_file_from_before_the_pipeline_gains_its_columns_and_keeps_its_votes(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    with other_connection(db_path) as conn:
+        conn.execute(
+            "CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, poll TEXT NOT NULL,"
+            " option TEXT NOT NULL, voter TEXT NOT NULL, trace TEXT NOT NULL DEFAULT '',"
+            " claimed_at REAL)"
+        )
+        conn.execute(
+            "INSERT INTO queue (poll, option, voter) VALUES ('default', 'a', ?)", (voter(1),)
+        )
+    before = time.time()
+
+    database = SqliteDatabase(db_path)
+    try:
+        queue = SqliteVoteQueue(database)
+        [delivery] = queue.receive(10, 0)
+        oldest = queue.oldest_waiting()
+    finally:
+        database.close()
+
+    assert delivery.fields["via"] == ""
+    # Its acceptance time was never written: it counts as waiting since now, not 1970.
+    assert oldest is not None
+    assert oldest >= before
+
+
+def test_a_batchs_report_and_vote_replicas_commit_with_it(store: SqliteVoteStore) -> None:
+    before = time.time()
+    oldest = before - 4.0
+
+    store.apply(
+        [applied(1, via="vote-b"), applied(2, "b", via="vote-a"), applied(3)],
+        WorkerReport("worker-1", 3, oldest, batch_size=3),
+    )
+
+    pipeline = store.pipeline()
+    [seen] = pipeline.workers
+    assert (seen.worker, seen.queue_depth, seen.oldest_waiting_at) == ("worker-1", 3, oldest)
+    assert seen.last_batch_size == 3
+    assert seen.last_batch_at == seen.reported_at
+    assert before <= seen.reported_at <= pipeline.as_of
+    assert pipeline.vote_replicas == ("vote-a", "vote-b")
+    assert pipeline.reporting == ("worker-1",)
+
+
+def test_a_refused_batch_leaves_no_report_and_no_vote_replica(store: SqliteVoteStore) -> None:
+    """The panel must never show a batch that did not commit."""
+    bad = AcceptedVote("default", None, voter(2), 2, via="vote-x")  # type: ignore[arg-type]
+
+    with pytest.raises(sqlite3.IntegrityError):
+        store.apply([applied(1, via="vote-x"), bad], WorkerReport("w", 2, None, batch_size=2))
+
+    pipeline = store.pipeline()
+    assert pipeline.workers == ()
+    assert pipeline.vote_replicas == ()
+
+
+def test_an_idle_report_keeps_the_last_batch_and_updates_the_queue(
+    store: SqliteVoteStore,
+) -> None:
+    store.apply([applied(1)], WorkerReport("w", 1, time.time() - 1, batch_size=1))
+    [batch] = store.pipeline().workers
+    time.sleep(0.01)
+
+    store.record_report(WorkerReport("w", 0, None))
+
+    [idle] = store.pipeline().workers
+    assert (idle.queue_depth, idle.oldest_waiting_at) == (0, None)
+    assert idle.reported_at > batch.reported_at
+    assert (idle.last_batch_at, idle.last_batch_size) == (batch.last_batch_at, 1)
+
+
+def test_vote_replicas_count_only_within_the_last_minute(
+    store: SqliteVoteStore, db_path: Path
+) -> None:
+    store.apply([applied(1, via="vote-1"), applied(2, via="vote-2"), applied(3, via="vote-3")])
+    now = time.time()
+    with other_connection(db_path) as conn:
+        conn.execute(
+            "UPDATE vote_replicas SET last_vote_at = ? WHERE replica = 'vote-1'",
+            (now - REPLICA_WINDOW_S - 1,),
+        )
+        conn.execute(
+            "UPDATE vote_replicas SET last_vote_at = ? WHERE replica = 'vote-2'",
+            (now - REPLICA_WINDOW_S + 5,),
+        )
+
+    assert store.pipeline().vote_replicas == ("vote-2", "vote-3")
+
+    store.apply([applied(4, via="vote-1")])  # a new vote brings it back
+
+    assert store.pipeline().vote_replicas == ("vote-1", "vote-2", "vote-3")
+
+
+def test_reports_from_workers_silent_for_an_hour_are_left_out(
+    store: SqliteVoteStore, db_path: Path
+) -> None:
+    store.record_report(WorkerReport("gone", 5, None))
+    store.record_report(WorkerReport("here", 0, None))
+    with other_connection(db_path) as conn:
+        conn.execute(
+            "UPDATE worker_reports SET reported_at = ? WHERE worker = 'gone'",
+            (time.time() - 3601,),
+        )
+
+    assert [w.worker for w in store.pipeline().workers] == ["here"]
+
+
+def test_an_unreadable_pipeline_is_reported_as_store_unavailable(
+    store: SqliteVoteStore, db_path: Path
+) -> None:
+    with other_connection(db_path) as conn:
+        conn.execute("DROP TABLE worker_reports")
+
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        store.pipeline()

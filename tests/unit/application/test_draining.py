@@ -303,10 +303,10 @@ class _StoreRefusingOneVoter(InMemoryVoteStore):
         super().__init__()
         self.refused_voter = refused_voter
 
-    def apply(self, votes: Sequence[AcceptedVote]) -> int:
+    def apply(self, votes: Sequence[AcceptedVote], report: WorkerReport | None = None) -> int:
         if any(v.voter_id == self.refused_voter for v in votes):
             raise ValueError("value violates a check constraint")
-        return super().apply(votes)
+        return super().apply(votes, report)
 
 
 def test_a_vote_the_store_refuses_is_dead_lettered_alone_and_the_rest_is_applied(
@@ -327,6 +327,10 @@ def test_a_vote_the_store_refuses_is_dead_lettered_alone_and_the_rest_is_applied
     assert [(v, o) for v, o, _ in dead] == [(voter(2), "a"), (voter(2), "b")]
     assert all("store refused the vote: value violates" in r for _, _, r in dead)
     assert queue.depth() == 0
+    # The panel's last batch is the last vote applied alone, not the refused batch.
+    [seen] = store.pipeline().workers
+    assert (seen.worker, seen.last_batch_size) == ("worker", 1)
+    assert seen.last_batch_at is not None
 
 
 def test_setting_stop_event_ends_run(
@@ -368,3 +372,111 @@ def test_run_drains_what_was_queued_before_it_is_stopped(
     assert wait_until(lambda: queue.depth() == 0)
     assert store.counts("default") == {"a": 250}
     assert drainer.stats.batches >= 3
+
+
+# -- what the worker tells the results page (the pipeline panel) -------------------------------
+
+
+class FakeClock:
+    """Seconds since the epoch, moved by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_worker_that_starts_on_a_backlog_reports_it_and_signs_the_batch_it_applied() -> None:
+    clock = FakeClock()
+    queue, store = InMemoryVoteQueue(clock), InMemoryVoteStore(clock)
+    vote(queue, 1, "a")
+    clock.now += 2
+    vote(queue, 2, "b")
+    clock.now += 3
+
+    VoteDrainer(CATALOG, queue, store, FAST, name="worker-7").drain_once()
+
+    seen = store.workers["worker-7"]
+    # Measured before the batch, which it then applied in one transaction with the report.
+    assert (seen.queue_depth, seen.oldest_waiting_at) == (2, clock.now - 5)
+    assert (seen.last_batch_at, seen.last_batch_size) == (clock.now, 2)
+    assert store.transactions == 1
+    assert store.pipeline().as_json()["last_batch"] == {
+        "at": clock.now,
+        "worker": "worker-7",
+        "size": 2,
+    }
+
+
+def test_an_idle_worker_reports_an_empty_queue_and_keeps_its_last_batch() -> None:
+    clock = FakeClock()
+    queue, store = InMemoryVoteQueue(clock), InMemoryVoteStore(clock)
+    every_pass = DrainSettings(block_ms=0, claim_every_s=3600, depth_every_s=0.0)
+    drainer = VoteDrainer(CATALOG, queue, store, every_pass, name="w")
+    vote(queue, 1, "a")
+    drainer.drain_once()
+    batch_at = clock.now
+
+    clock.now += 10
+    drainer.drain_once()
+
+    seen = store.workers["w"]
+    assert (seen.reported_at, seen.queue_depth, seen.oldest_waiting_at) == (clock.now, 0, None)
+    assert (seen.last_batch_at, seen.last_batch_size) == (batch_at, 1)
+    assert store.pipeline().reporting == ("w",)
+
+
+def test_a_batch_the_store_did_not_commit_leaves_no_batch_in_the_report(
+    queue: InMemoryVoteQueue, store: InMemoryVoteStore
+) -> None:
+    drainer = VoteDrainer(CATALOG, queue, store, FAST, name="w")
+    drainer.drain_once()  # an empty queue, reported
+    vote(queue, 1, "a")
+    store.available = False
+
+    with pytest.raises(StoreUnavailable):
+        drainer.drain_once()
+
+    store.available = True
+    assert store.workers["w"].last_batch_at is None
+    assert store.pipeline().as_json()["last_batch"] is None
+
+
+def test_a_worker_that_cannot_reach_the_queue_says_so_instead_of_going_silent(
+    queue: InMemoryVoteQueue,
+    store: InMemoryVoteStore,
+    running: Callable[[VoteDrainer], threading.Thread],
+) -> None:
+    every_pass = DrainSettings(block_ms=0, claim_every_s=3600, depth_every_s=0.0)
+    drainer = VoteDrainer(CATALOG, queue, store, every_pass, name="w")
+    vote(queue, 1, "a")
+    drainer.drain_once()
+    assert store.workers["w"].queue_depth == 1  # measured before the batch
+    queue.available = False
+
+    running(drainer)
+
+    assert wait_until(lambda: store.workers["w"].queue_depth is None)
+    pipeline = store.pipeline()
+    assert pipeline.reporting == ("w",)  # alive, not silent
+    assert pipeline.lag() is None  # and the lag is unknown, not "none"
+    assert store.workers["w"].oldest_waiting_at is None
+
+
+def test_the_vote_replicas_whose_votes_were_applied_are_listed_in_the_last_minute() -> None:
+    clock = FakeClock()
+    queue, store = InMemoryVoteQueue(clock), InMemoryVoteStore(clock)
+    drainer = VoteDrainer(CATALOG, queue, store, FAST)
+    queue.enqueue(Ballot("default", "a", voter(1), via="vote-old"))
+    drainer.drain_once()
+    clock.now += 30
+    queue.enqueue(Ballot("default", "a", voter(2), via="vote-2"))
+    queue.enqueue(Ballot("default", "b", voter(3), via="vote-1"))
+    queue.enqueue(Ballot("default", "b", voter(4)))  # queued before replicas named themselves
+    drainer.drain_once()
+    assert store.pipeline().vote_replicas == ("vote-1", "vote-2", "vote-old")
+
+    clock.now += 31  # vote-old's only vote was applied 61 s ago
+
+    assert store.pipeline().vote_replicas == ("vote-1", "vote-2")

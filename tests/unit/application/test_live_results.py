@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from cloudvote.application.live_results import (
     StreamLimitReached,
     Subscription,
 )
+from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
+from cloudvote.domain.pipeline import WorkerReport
 from cloudvote.domain.polls import Option, Poll, PollCatalog, UnknownPoll
 from cloudvote.domain.votes import AcceptedVote
 
@@ -306,3 +309,84 @@ def test_a_first_read_that_fails_unexpectedly_gives_its_slot_back(
         assert live.subscribe("default").next(0, WAIT) is not None
     finally:
         live.stop()
+
+
+# -- the pipeline panel's state, shared by every stream -------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def next_with_pipeline(subscription: Subscription, after: int = 0) -> Snapshot:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        snapshot = subscription.next(after, deadline - time.monotonic())
+        assert snapshot is not None, "no snapshot"
+        if snapshot.pipeline_json is not None:
+            return snapshot
+        after = snapshot.version
+    raise AssertionError("no pipeline state reached the stream")
+
+
+def test_the_pipeline_reaches_streams_only_when_what_they_show_changes() -> None:
+    clock = FakeClock()
+    store = InMemoryVoteStore(clock)
+    store.record_report(WorkerReport("w", 0, None))
+    live = LiveResults(
+        ResultsView(CATALOG, store),
+        PollingTallyChanges(interval_s=0.01),
+        max_streams=10,
+        pipeline=PipelineView(store, clock),
+        pipeline_every_s=0.02,
+    )
+    try:
+        subscription = live.subscribe("default")
+        first = next_with_pipeline(subscription)
+
+        for _ in range(5):  # idle reports, once a second: nothing a viewer sees changes
+            clock.now += 1
+            store.record_report(WorkerReport("w", 0, None))
+            time.sleep(0.03)
+        assert subscription.next(first.version, 0.1) is None
+        assert live.pipeline_status() is not None
+
+        clock.now += 1
+        store.record_report(WorkerReport("w", 3, clock.now - 1))  # votes wait
+        changed = next_with_pipeline(subscription, first.version)
+        subscription.close()
+    finally:
+        live.stop()
+
+    assert changed.json is first.json  # the counts did not change: not re-sent
+    state = json.loads(changed.pipeline_json or "")
+    assert (state["queue_depth"], state["oldest_waiting_at"]) == (3, clock.now - 1)
+
+
+def test_the_page_gets_the_pipeline_from_one_read_when_nobody_streams() -> None:
+    clock = FakeClock()
+    store = InMemoryVoteStore(clock)
+    store.record_report(WorkerReport("w", 2, clock.now - 5))
+    live = LiveResults(
+        ResultsView(CATALOG, store),
+        PollingTallyChanges(),
+        max_streams=10,
+        pipeline=PipelineView(store, clock),
+    )
+
+    status = live.pipeline_status()
+    store.available = False
+    down = live.pipeline_status()
+
+    assert status is not None
+    assert status.as_json()["queue_depth"] == 2
+    assert down is not None
+    assert not down.store_reachable  # the panel says so; the page is not an error
+
+
+def test_a_shape_without_a_pipeline_shows_none(live: LiveResults) -> None:
+    assert live.pipeline_status() is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,15 +20,20 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
+from cloudvote import __version__
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
 from cloudvote.application.draining import DrainSettings, VoteDrainer
 from cloudvote.application.live_results import LiveResults, PollingTallyChanges
+from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
 from cloudvote.application.voting import VoteCaster
 from cloudvote.bootstrap import Components
 from cloudvote.config import Settings
+from cloudvote.domain.pipeline import WorkerReport
 from cloudvote.domain.polls import Option, Poll, PollCatalog
+from cloudvote.domain.votes import Ballot
 from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
+from cloudvote.entrypoints.web.result import result_blueprint
 from cloudvote.entrypoints.web.vote import vote_blueprint
 
 CATALOG = PollCatalog(
@@ -988,3 +995,500 @@ def test_the_vote_app_alone_serves_no_result_routes() -> None:
     assert client.get("/api/polls/default/results").status_code == 404
     assert client.get("/api/polls").status_code == 200
     assert queue.depth() == 1
+
+
+# -- who served you: headers on every answer, the footer on every page ---------------------
+
+POD = {"POD_NAME": "cloudvote-6d5f-x7k2p", "NODE_NAME": "node-3", "CLOUDVOTE_RELEASE": "r7"}
+SERVED_BY_HEADERS = {
+    "Cloudvote-Service": "monolith",
+    "Cloudvote-Instance": "cloudvote-6d5f-x7k2p",
+    "Cloudvote-Node": "node-3",
+    "Cloudvote-Version": f"{__version__}+r7",
+    "Cloudvote-Shape": "monolith",
+}
+
+
+class FakeClock:
+    """Seconds since the epoch, moved by hand: the store's clock."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Shown:
+    """A monolith on fakes, with a pod's identity and the pipeline panel switched on."""
+
+    app: Flask
+    client: FlaskClient
+    queue: InMemoryVoteQueue
+    store: InMemoryVoteStore
+    live: LiveResults
+    clock: FakeClock
+
+    def drain(self, worker: str = "worker-1") -> None:
+        settings = DrainSettings(block_ms=0, claim_every_s=3600)
+        VoteDrainer(CATALOG, self.queue, self.store, settings, name=worker).drain_once()
+
+
+def _shown_components(
+    settings: Settings, clock: FakeClock, pipeline_every_s: float = 1.0
+) -> tuple[Components, InMemoryVoteQueue, InMemoryVoteStore, LiveResults]:
+    queue, store = InMemoryVoteQueue(clock), InMemoryVoteStore(clock)
+    view = ResultsView(CATALOG, store)
+    live = LiveResults(
+        view,
+        PollingTallyChanges(interval_s=0.01),
+        max_streams=10,
+        min_interval_s=0.01,
+        pipeline=PipelineView(store, clock),
+        pipeline_every_s=pipeline_every_s,
+    )
+    components = Components(
+        settings=settings,
+        catalog=CATALOG,
+        caster=VoteCaster(CATALOG, queue, settings.instance_name()),
+        results=view,
+        live=live,
+        queue=queue,
+        store=store,
+        readiness={"queue": queue.ping, "store": store.ping},
+    )
+    return components, queue, store, live
+
+
+@pytest.fixture
+def shown() -> Iterator[Shown]:
+    clock = FakeClock()
+    components, queue, store, live = _shown_components(Settings.from_env(POD), clock)
+    app = create_monolith_app(components=components)
+    yield Shown(app, app.test_client(), queue, store, live, clock)
+    live.stop()
+
+
+def _result_app(settings: Settings) -> Flask:
+    components, _queue, _store, live = _shown_components(settings, FakeClock())
+    app = _base_app("result", components)
+    app.register_blueprint(result_blueprint(live))
+    return app
+
+
+def _vote_app(settings: Settings) -> Flask:
+    queue = InMemoryVoteQueue()
+    caster = VoteCaster(CATALOG, queue, settings.instance_name())
+    components = Components(settings, CATALOG, caster=caster, readiness={"queue": queue.ping})
+    app = _base_app("vote", components)
+    app.register_blueprint(vote_blueprint(caster))
+    return app
+
+
+def _served_by(response: TestResponse) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.startswith("Cloudvote-")}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/", {}, 200),
+        ("GET", "/polls/lunch", {}, 200),
+        ("GET", "/results", {}, 200),
+        ("GET", "/results/lunch", {}, 200),
+        ("GET", "/about", {}, 200),
+        ("POST", "/", {"data": {"vote": "a"}}, 303),
+        ("POST", "/api/polls/default/votes", {"json": {"option": "b"}}, 202),
+        ("GET", "/api/polls", {}, 200),
+        ("GET", "/api/polls/default/results", {}, 200),
+        ("GET", "/api/pipeline", {}, 200),
+        ("GET", "/healthz", {}, 200),
+        ("GET", "/readyz", {}, 200),
+        ("GET", "/metrics", {}, 200),
+        ("GET", "/static/cloudvote.css", {}, 200),
+    ],
+)
+def test_every_page_and_api_answer_names_the_instance_that_served_it(
+    shown: Shown, method: str, path: str, kwargs: dict[str, object], status: int
+) -> None:
+    # Closed, as a server closes every answer: a static file's answer holds the file open.
+    with shown.client.open(path, method=method, **kwargs) as response:
+        assert response.status_code == status
+        assert _served_by(response) == SERVED_BY_HEADERS
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/no/such/page", {}, 404),
+        ("GET", "/results/nope", {}, 404),
+        ("GET", "/api/polls/nope/results", {}, 404),
+        ("POST", "/", {"data": {"vote": "zebra"}}, 400),
+        (
+            "POST",
+            "/api/polls/default/votes",
+            {"data": "{", "content_type": "application/json"},
+            400,
+        ),
+        ("PUT", "/", {"data": {"vote": "a"}}, 405),
+        ("POST", "/", {"data": {"vote": "a"}, "headers": {"Sec-Fetch-Site": "cross-site"}}, 403),
+        ("POST", "/", {"data": "vote=a&pad=" + "x" * 5000}, 413),
+    ],
+)
+def test_error_answers_name_the_instance_too(
+    shown: Shown, method: str, path: str, kwargs: dict[str, object], status: int
+) -> None:
+    response = shown.client.open(path, method=method, **kwargs)
+
+    assert response.status_code == status
+    assert _served_by(response) == SERVED_BY_HEADERS
+
+
+def test_outage_and_internal_error_answers_name_the_instance_too(shown: Shown) -> None:
+    @shown.app.get("/broken")
+    def broken() -> str:
+        raise RuntimeError("a bug")
+
+    shown.queue.available = False
+    shown.store.available = False
+    answers = [
+        shown.client.post("/", data={"vote": "a"}),  # the queue is down
+        shown.client.get("/api/polls/default/results"),  # the store is down, nothing seen
+        shown.client.get("/readyz"),
+        shown.client.get("/broken"),
+    ]
+
+    assert [a.status_code for a in answers] == [503, 503, 503, 500]
+    for answer in answers:
+        assert _served_by(answer) == SERVED_BY_HEADERS
+
+
+def test_the_stream_names_the_instance_in_its_headers(shown: Shown) -> None:
+    response = shown.client.get("/api/polls/default/results/stream", buffered=False)
+    try:
+        assert _served_by(response) == SERVED_BY_HEADERS
+    finally:
+        response.close()
+
+
+def _footer(html: str) -> str:
+    match = re.search(r'<footer class="served-by" id="served-by">(.*?)</footer>', html, re.S)
+    assert match, "no served-by footer"
+    return " ".join(re.sub(r"<[^>]+>", "", match[1]).split())
+
+
+@pytest.mark.parametrize("path", ["/", "/results", "/about"])
+def test_every_page_has_a_footer_naming_service_pod_node_version_and_shape(
+    shown: Shown, path: str
+) -> None:
+    html = shown.client.get(path).get_data(as_text=True)
+
+    assert _footer(html) == (
+        f"Served by monolith · instance cloudvote-6d5f-x7k2p · node node-3"
+        f" · version {__version__}+r7 · monolith"
+    )
+
+
+def test_outside_kubernetes_the_host_name_is_the_instance_and_no_node_is_claimed(
+    client: FlaskClient,
+) -> None:
+    response = client.get("/")
+
+    assert response.headers["Cloudvote-Instance"] == socket.gethostname()
+    assert "Cloudvote-Node" not in response.headers
+    footer = _footer(response.get_data(as_text=True))
+    assert f"instance {socket.gethostname()}" in footer
+    assert "node" not in footer
+
+
+def test_the_vote_and_result_services_name_themselves_as_microservices() -> None:
+    settings = Settings.from_env({"POD_NAME": "p-1", "NODE_NAME": "n-1"})
+    vote = _vote_app(settings).test_client().get("/")
+    result = _result_app(settings).test_client().get("/results")
+
+    for response, service in ((vote, "vote"), (result, "result")):
+        assert response.status_code == 200
+        assert _served_by(response) == {
+            "Cloudvote-Service": service,
+            "Cloudvote-Instance": "p-1",
+            "Cloudvote-Node": "n-1",
+            "Cloudvote-Version": __version__,
+            "Cloudvote-Shape": "microservices",
+        }
+        assert f"Served by {service} · instance p-1 · node n-1" in _footer(
+            response.get_data(as_text=True)
+        )
+
+
+def test_a_vote_carries_the_name_of_the_replica_that_accepted_it(shown: Shown) -> None:
+    shown.client.post("/", data={"vote": "a"})
+
+    [delivery] = shown.queue.receive(10, 0)
+    assert delivery.fields["via"] == "cloudvote-6d5f-x7k2p"
+
+
+# -- /about ----------------------------------------------------------------------------------
+
+
+def _sections(html: str) -> dict[str, tuple[str, str]]:
+    """Each shape's section: (its class, its paragraph as plain text)."""
+    found = re.findall(
+        r'<section id="([a-z]+)"(?: class="([a-z]+)")?>\s*<h2>[^<]*</h2>\s*<p>(.*?)</p>', html, re.S
+    )
+    return {name: (cls, " ".join(re.sub(r"<[^>]+>", "", p).split())) for name, cls, p in found}
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+
+
+def test_about_explains_each_shape_in_three_sentences(shown: Shown) -> None:
+    html = shown.client.get("/about").get_data(as_text=True)
+
+    sections = _sections(html)
+    assert set(sections) == {"monolith", "compose", "kubernetes"}
+    for name, (_, text) in sections.items():
+        assert len(_sentences(text)) == 3, (name, _sentences(text))
+
+
+@pytest.mark.parametrize(
+    ("app", "current"),
+    [
+        (
+            lambda: create_monolith_app(
+                components=_components(InMemoryVoteQueue(), InMemoryVoteStore())
+            ),
+            "monolith",
+        ),
+        (lambda: _vote_app(Settings()), "compose"),
+        (
+            lambda: _result_app(Settings.from_env({"POD_NAME": "r-1", "NODE_NAME": "n"})),
+            "kubernetes",
+        ),
+    ],
+    ids=["monolith", "compose", "kubernetes"],
+)
+def test_about_marks_the_shape_that_served_it(app: Callable[[], Flask], current: str) -> None:
+    html = app().test_client().get("/about").get_data(as_text=True)
+
+    marked = [name for name, (cls, _) in _sections(html).items() if cls == "current"]
+    assert marked == [current]
+
+
+def test_about_links_the_concept_map() -> None:
+    settings = Settings.from_env(
+        {"CLOUDVOTE_DOCS_URL": "https://example.org/cloudvote/docs/concepts.md"}
+    )
+    html = _vote_app(settings).test_client().get("/about").get_data(as_text=True)
+
+    assert '<a href="https://example.org/cloudvote/docs/concepts.md">docs/concepts.md</a>' in html
+
+
+def test_about_names_the_concept_map_where_no_docs_url_is_set(shown: Shown) -> None:
+    html = shown.client.get("/about").get_data(as_text=True)
+
+    assert "docs/concepts.md" in html
+
+
+# -- the results page at first paint: the chart ----------------------------------------------
+
+
+def _text(html: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:dd|span|p)>', html, re.S)
+    assert match, f"no #{element_id}"
+    return " ".join(re.sub(r"<[^>]+>", "", match[1]).split())
+
+
+def test_the_chart_has_counts_shares_and_bars_in_the_html_at_first_paint(shown: Shown) -> None:
+    for n, option in enumerate("aab"):
+        shown.queue.enqueue(Ballot("default", option, f"{n:032x}"))
+    shown.drain()
+
+    html = shown.client.get("/results").get_data(as_text=True)
+
+    assert (_text(html, "count-a"), _text(html, "share-a")) == ("2", "67%")
+    assert (_text(html, "count-b"), _text(html, "share-b")) == ("1", "33%")
+    assert _text(html, "total") == "3"
+    assert 'id="bar-a" style="width:66.7%"' in html
+    assert 'id="bar-b" style="width:33.3%"' in html
+
+
+def test_each_option_has_its_own_colour_and_the_changes_are_announced(shown: Shown) -> None:
+    html = shown.client.get("/results/lunch").get_data(as_text=True)
+
+    colours = re.findall(r'class="bar (option-\d)" id="bar-(\w+)"', html)
+    assert colours == [("option-0", "pizza"), ("option-1", "salad")]
+    assert re.search(r'<p id="announce" [^>]*aria-live="polite"', html)
+
+
+# -- the results page at first paint: the pipeline panel -------------------------------------
+
+
+def _panel(html: str) -> dict[str, str]:
+    return {
+        row: _text(html, f"pipe-{row}")
+        for row in ("queue", "lag", "batch", "workers", "store", "replicas")
+    }
+
+
+def _panel_classes(html: str) -> set[str]:
+    match = re.search(r'<section class="([^"]*)" id="pipeline"', html)
+    assert match, "no pipeline panel"
+    return set(match[1].split())
+
+
+def test_the_panel_shows_the_queue_the_lag_the_last_batch_and_the_replicas(
+    shown: Shown,
+) -> None:
+    for n, (option, via) in enumerate([("a", "vote-1"), ("b", "vote-2")]):
+        shown.queue.enqueue(Ballot("default", option, f"{n:032x}", via=via))
+    shown.drain("worker-1")  # reports an empty queue, then applies the two
+    shown.clock.now += 1
+    shown.queue.enqueue(Ballot("default", "a", f"{9:032x}"))
+    shown.clock.now += 4.5
+    shown.store.record_report(
+        WorkerReport("worker-1", shown.queue.depth(), shown.queue.oldest_waiting())
+    )
+
+    html = shown.client.get("/results").get_data(as_text=True)
+
+    assert _panel(html) == {
+        "queue": "1 waiting",
+        "lag": "4.5 s",
+        "batch": "2 votes, 6 s ago, by worker-1",
+        "workers": "1 reporting: worker-1",
+        "store": "reachable",
+        "replicas": "2 took votes in the last minute: vote-1, vote-2",
+    }
+    assert "alarm" not in _panel_classes(html)
+
+
+def test_a_silent_worker_shows_the_last_measure_and_a_lag_that_grows(shown: Shown) -> None:
+    shown.drain("worker-1")
+    shown.clock.now += 20
+    shown.client.post("/", data={"vote": "a"})  # waits: no worker runs
+
+    html = shown.client.get("/results").get_data(as_text=True)
+
+    assert _panel(html) | {"store": "", "replicas": ""} == {
+        "queue": "0 waiting when last measured, 20 s ago",
+        "lag": "up to 20 s",
+        "batch": "none yet",
+        "workers": "silent for 20 s: votes wait in the queue, none are lost",
+        "store": "",
+        "replicas": "",
+    }
+    assert "alarm" in _panel_classes(html)
+
+
+def test_before_any_worker_reported_the_panel_says_what_it_does_not_know(shown: Shown) -> None:
+    html = shown.client.get("/results").get_data(as_text=True)
+
+    assert _panel(html) == {
+        "queue": "unknown",
+        "lag": "unknown",
+        "batch": "none yet",
+        "workers": "none has reported yet",
+        "store": "reachable",
+        "replicas": "0 took votes in the last minute",
+    }
+
+
+def test_a_worker_that_cannot_reach_the_queue_leaves_queue_and_lag_unknown(
+    shown: Shown,
+) -> None:
+    shown.store.record_report(WorkerReport("worker-1", None, None))
+
+    panel = _panel(shown.client.get("/results").get_data(as_text=True))
+
+    assert panel["queue"] == "unknown: the worker cannot reach the queue"
+    assert panel["lag"] == "unknown"
+    assert panel["workers"] == "1 reporting: worker-1"
+
+
+def test_with_the_store_down_the_panel_claims_nothing_but_that(shown: Shown) -> None:
+    shown.drain("worker-1")
+    shown.store.available = False
+
+    response = shown.client.get("/results")
+
+    assert response.status_code == 200
+    assert _panel(response.get_data(as_text=True)) == {
+        "queue": "unknown",
+        "lag": "unknown",
+        "batch": "unknown",
+        "workers": "unknown",
+        "store": "unreachable: counts are the last seen",
+        "replicas": "unknown",
+    }
+
+
+def test_the_pipeline_api_answers_what_the_panel_shows(shown: Shown) -> None:
+    shown.queue.enqueue(Ballot("default", "a", f"{1:032x}", via="vote-1"))
+    shown.drain("worker-1")
+
+    response = shown.client.get("/api/pipeline")
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.get_json() == {
+        "as_of": shown.clock.now,
+        "store_reachable": True,
+        "queue_depth": 1,  # measured before the batch it then applied
+        "oldest_waiting_at": shown.clock.now,
+        "last_report_at": shown.clock.now,
+        "workers_reporting": ["worker-1"],
+        "last_batch": {"at": shown.clock.now, "worker": "worker-1", "size": 1},
+        "vote_replicas": ["vote-1"],
+    }
+
+
+def test_the_vote_service_shows_no_pipeline() -> None:
+    client = _vote_app(Settings()).test_client()
+
+    assert client.get("/api/pipeline").status_code == 404
+
+
+def _pipeline_events(response: TestResponse, wanted: int) -> list[dict[str, object]]:
+    """The first `wanted` pipeline events of an open stream."""
+    events: list[dict[str, object]] = []
+    buffer = ""
+    for chunk in response.iter_encoded():
+        buffer += chunk.decode()
+        while "\n\n" in buffer:
+            event, buffer = buffer.split("\n\n", 1)
+            if event.startswith("event: pipeline\n"):
+                events.append(json.loads(event.split("data: ", 1)[1]))
+                if len(events) == wanted:
+                    return events
+    raise AssertionError(f"the stream ended after {events}")
+
+
+@pytest.mark.timeout(20)
+def test_a_viewer_who_arrives_later_gets_the_pipeline_as_of_now() -> None:
+    """The state encoded at its last change is dated then; a viewer arriving a minute later
+    must not start its ages ("silent for …") a minute short."""
+    clock = FakeClock()
+    components, _queue, store, live = _shown_components(Settings(), clock, pipeline_every_s=0.02)
+    client = create_monolith_app(components=components).test_client()
+    store.record_report(WorkerReport("worker-1", 0, None))
+    clock.now += 10  # the worker died 10 s ago
+    first = client.get("/api/polls/default/results/stream", buffered=False)
+    second = None
+    try:
+        [seen_first] = _pipeline_events(first, 1)
+        assert (seen_first["as_of"], seen_first["workers_reporting"]) == (clock.now, [])
+        clock.now += 60  # a minute later nothing has changed but the clock ...
+        time.sleep(0.2)  # ... while the feed read the pipeline a few more times
+
+        second = client.get("/api/polls/default/results/stream", buffered=False)
+        [seen_second] = _pipeline_events(second, 1)
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+        live.stop()
+
+    assert seen_second["as_of"] == clock.now
+    assert seen_second["last_report_at"] == clock.now - 70

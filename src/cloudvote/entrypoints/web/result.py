@@ -120,6 +120,7 @@ def _page(live: LiveResults, poll: Poll) -> Response:
         polls=list(catalog),
         results=results,
         pipeline=pipeline.as_json() if pipeline is not None else None,
+        lag=pipeline.lag() if pipeline is not None else None,
         stream_url=f"/api/polls/{poll.id}/results/stream",
         api_url=f"/api/polls/{poll.id}/results",
         vote_url="/" if poll.id == catalog.default.id else f"/polls/{poll.id}",
@@ -155,8 +156,12 @@ def _stream(subscription: Subscription, environ: Mapping[str, Any]) -> Iterator[
                     snapshot.pipeline_json is not None
                     and snapshot.pipeline_json is not sent_pipeline
                 ):
+                    # The first state this stream sends is the latest read, so its ages
+                    # are current; after that, only a changed state is news.
+                    first = sent_pipeline is None
                     sent_pipeline = snapshot.pipeline_json
-                    yield f"event: pipeline\ndata: {snapshot.pipeline_json}\n\n"
+                    data = (first and subscription.latest_pipeline_json()) or sent_pipeline
+                    yield f"event: pipeline\ndata: {data}\n\n"
             elif _viewer_left(environ):
                 break  # its slot goes to the next viewer now, not after two failed writes
             elif not subscription.ended:

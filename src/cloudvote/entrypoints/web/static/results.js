@@ -71,54 +71,78 @@
     if (element && element.textContent !== text) element.textContent = text;
   }
 
+  // Text followed by names, each in <code> as the server renders them.
+  function fieldWithNames(id, text, names, separator = ": ") {
+    const element = document.getElementById(id);
+    const whole = text + (names.length ? separator + names.join(", ") : "");
+    if (!element || element.textContent === whole) return;
+    element.textContent = text + (names.length ? separator : "");
+    names.forEach((name, index) => {
+      if (index) element.append(", ");
+      const code = document.createElement("code");
+      code.textContent = name;
+      element.append(code);
+    });
+  }
+
   function seconds(value, digits) {
     return Math.max(0, value).toFixed(digits) + " s";
   }
 
+  // The same rules as the server's first render (domain/pipeline.py, results.html).
   function drawPipeline() {
     if (!pipeline) return;
     const now = pipeline.as_of + (performance.now() - receivedAt) / 1000;
-    const silentFor = pipeline.last_report_at === null ? null : now - pipeline.last_report_at;
+    const reachable = pipeline.store_reachable;
+    const heard = pipeline.last_report_at !== null;
+    const silentFor = heard ? now - pipeline.last_report_at : null;
     // The server sends a new state when a worker falls silent or comes back, so its list
     // is the truth; last_report_at only dates the silence.
     const reporting = pipeline.workers_reporting.length > 0;
-    if (pipeline.queue_depth === null) {
+    if (!reachable || !heard) {
       field("pipe-queue", "unknown");
+    } else if (pipeline.queue_depth === null) {
+      field("pipe-queue", "unknown: the worker cannot reach the queue");
     } else if (reporting) {
       field("pipe-queue", pipeline.queue_depth + " waiting");
     } else {
       field("pipe-queue", pipeline.queue_depth + " waiting when last measured, " + seconds(silentFor, 0) + " ago");
     }
-    if (pipeline.oldest_waiting_at !== null) {
+    if (!reachable || !heard || pipeline.queue_depth === null) {
+      field("pipe-lag", "unknown");
+    } else if (pipeline.oldest_waiting_at !== null) {
       field("pipe-lag", seconds(now - pipeline.oldest_waiting_at, 1));
     } else if (reporting) {
       field("pipe-lag", "none");
-    } else if (silentFor !== null) {
-      field("pipe-lag", "up to " + seconds(silentFor, 0));
     } else {
-      field("pipe-lag", "unknown");
+      field("pipe-lag", "up to " + seconds(silentFor, 0));
     }
     const batch = pipeline.last_batch;
-    field(
-      "pipe-batch",
-      batch
-        ? batch.size + (batch.size === 1 ? " vote, " : " votes, ") + seconds(now - batch.at, 0) + " ago, by " + batch.worker
-        : "none yet"
-    );
-    if (reporting) {
-      field("pipe-workers", pipeline.workers_reporting.length + " reporting");
-    } else if (silentFor !== null) {
+    if (!reachable) {
+      field("pipe-batch", "unknown");
+    } else if (batch) {
+      const what = batch.size + (batch.size === 1 ? " vote, " : " votes, ") + seconds(now - batch.at, 0) + " ago, by";
+      fieldWithNames("pipe-batch", what, [batch.worker], " ");
+    } else {
+      field("pipe-batch", "none yet");
+    }
+    if (!reachable) {
+      field("pipe-workers", "unknown");
+    } else if (reporting) {
+      fieldWithNames("pipe-workers", pipeline.workers_reporting.length + " reporting", pipeline.workers_reporting);
+    } else if (heard) {
       field("pipe-workers", "silent for " + seconds(silentFor, 0) + ": votes wait in the queue, none are lost");
     } else {
       field("pipe-workers", "none has reported yet");
     }
-    field("pipe-store", pipeline.store_reachable ? "reachable" : "unreachable: counts are the last seen");
-    const replicas = pipeline.vote_replicas;
-    field(
-      "pipe-replicas",
-      replicas.length + " took votes in the last minute" + (replicas.length ? ": " + replicas.join(", ") : "")
-    );
-    panel.classList.toggle("alarm", !reporting || !pipeline.store_reachable);
+    field("pipe-store", reachable ? "reachable" : "unreachable: counts are the last seen");
+    if (!reachable) {
+      field("pipe-replicas", "unknown");
+    } else {
+      const replicas = pipeline.vote_replicas;
+      fieldWithNames("pipe-replicas", replicas.length + " took votes in the last minute", replicas);
+    }
+    panel.classList.toggle("alarm", !reporting || !reachable);
   }
 
   function receivePipeline(state) {
