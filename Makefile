@@ -47,10 +47,14 @@ integration: deps test-deps
 e2e: deps test-deps
 	$(BIN)/python -m pytest tests/e2e
 
+## lint: ruff over the Python, shellcheck over every shell script in scripts/ and deploy/
+## (scripts/lint-shell installs Debian's shellcheck the first time, as root or with sudo)
 lint: deps
 	$(UV) lock --check --python $(PYTHON) --quiet
 	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/ruff format --check src tests bench deploy
+	$(BIN)/lint-imports
+	scripts/lint-shell
 
 typecheck: deps
 	$(BIN)/mypy

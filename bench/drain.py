@@ -6,6 +6,7 @@ import secrets
 import time
 
 from bench.stack import Stack
+from cloudvote.adapters.redis_streams import stream_fields
 from cloudvote.domain.votes import Ballot
 
 
@@ -16,7 +17,7 @@ def preload(stack: Stack, votes: int, voters: int) -> None:
         pipe = client.pipeline(transaction=False)
         for n in range(votes):
             ballot = Ballot("default", "ab"[n % 2], voter_ids[n % voters], secrets.token_hex(16))
-            pipe.xadd("votes", ballot.to_fields())  # type: ignore[arg-type]
+            pipe.xadd("votes", stream_fields(ballot))  # type: ignore[arg-type]
             if len(pipe) >= 5000:
                 pipe.execute()
         pipe.execute()

@@ -1,9 +1,13 @@
+# shellcheck shell=bash
 # Shared settings and helpers for deploy/kind/{up,down}. Sourced, not run.
 # The binaries, the add-on images and their caches come from deploy/cluster, so both
 # clusters run the same Kubernetes build.
 SCRIPT_NAME=${SCRIPT_NAME:-kind}
+# shellcheck source=deploy/cluster/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib/common.sh"
+# shellcheck source=deploy/cluster/lib/build.sh
 . "$CLUSTER_DIR/lib/build.sh"
+# shellcheck source=deploy/cluster/lib/images.sh
 . "$CLUSTER_DIR/lib/images.sh"
 
 KIND_DIR=$REPO_DIR/deploy/kind

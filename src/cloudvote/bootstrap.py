@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from cloudvote.observability.metrics import (
     PrometheusDrainObserver,
     PrometheusLiveResultsObserver,
 )
-from cloudvote.ports.queue import QueueUnavailable, VoteQueue, VoteSource
+from cloudvote.ports.queue import QueueUnavailable, VoteSource
 from cloudvote.ports.store import TallyChanges, VoteStore
 
 if TYPE_CHECKING:
@@ -38,32 +39,67 @@ def load_catalog(settings: Settings) -> PollCatalog:
     return PollCatalog.default_catalog(settings.option_a, settings.option_b)
 
 
-@dataclass
-class Components:
-    """What the entrypoints need; which fields are set depends on the shape."""
+@dataclass(kw_only=True)
+class Shape:
+    """What every shape has, whatever its adapters: the settings and catalog it was built
+    from, its readiness checks and the connections to close when it stops."""
 
     settings: Settings
     catalog: PollCatalog
-    caster: VoteCaster | None = None
-    results: ResultsView | None = None
-    live: LiveResults | None = None
-    drainer: VoteDrainer | None = None
-    queue: VoteQueue | None = None
-    store: VoteStore | None = None
     # name -> check that raises when that dependency is not ready
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Set when the process is asked to stop; long-lived answers (SSE) end when they see it.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
         for close in reversed(self.closers):
             close()
 
 
-def _redis_queue(settings: Settings, components: Components) -> RedisVoteQueue:
+@dataclass(kw_only=True)
+class VoteService(Shape):
+    """The vote service: casts ballots onto the queue."""
+
+    caster: VoteCaster
+
+
+@dataclass(kw_only=True)
+class ResultService(Shape):
+    """The result service: tallies from the store, live."""
+
+    live: LiveResults
+
+
+@dataclass(kw_only=True)
+class Worker(Shape):
+    """The worker: drains the queue into the store."""
+
+    drainer: VoteDrainer
+
+
+@dataclass(kw_only=True)
+class Monolith(Shape):
+    """All three roles in one process, over one SQLite file."""
+
+    caster: VoteCaster
+    live: LiveResults
+    drainer: VoteDrainer
+
+
+@dataclass
+class _Wiring:
+    """The readiness checks and closers collected while a shape's adapters are made."""
+
+    readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _redis_queue(settings: Settings, wiring: _Wiring) -> RedisVoteQueue:
     from cloudvote.adapters.redis_streams import RedisVoteQueue, connect_redis
 
     client = connect_redis(settings.require_redis_url(), settings.redis_password)
-    components.closers.append(client.close)
+    wiring.closers.append(client.close)
     queue = RedisVoteQueue(
         client,
         stream=settings.stream,
@@ -72,11 +108,11 @@ def _redis_queue(settings: Settings, components: Components) -> RedisVoteQueue:
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         dead_letter_stream=settings.dead_letter_stream,
     )
-    components.readiness["redis"] = queue.ping
+    wiring.readiness["redis"] = queue.ping
     return queue
 
 
-def _postgres_store(settings: Settings, components: Components, service: str) -> VoteStore:
+def _postgres_store(settings: Settings, wiring: _Wiring, service: str) -> VoteStore:
     from cloudvote.adapters.postgres import PostgresVoteStore, create_pool
 
     pool = create_pool(
@@ -85,22 +121,24 @@ def _postgres_store(settings: Settings, components: Components, service: str) ->
         settings.database_pool_size,
         application_name=f"cloudvote-{service}",
     )
-    components.closers.append(pool.close)
+    wiring.closers.append(pool.close)
     store = PostgresVoteStore(pool)
-    components.readiness["postgres"] = store.ping
+    wiring.readiness["postgres"] = store.ping
     return store
 
 
-def _drain_settings(settings: Settings) -> DrainSettings:
-    return DrainSettings(batch_size=settings.batch_size, claim_idle_ms=settings.claim_idle_ms)
-
-
-def build_vote_service(settings: Settings) -> Components:
-    components = Components(settings, load_catalog(settings))
-    queue = _redis_queue(settings, components)
-    components.queue = queue
-    components.caster = VoteCaster(components.catalog, queue, settings.instance_name())
-    return components
+def build_vote_service(settings: Settings, catalog: PollCatalog | None = None) -> VoteService:
+    """`catalog` is the one the caller already loaded and checked, if any."""
+    catalog = load_catalog(settings) if catalog is None else catalog
+    wiring = _Wiring()
+    queue = _redis_queue(settings, wiring)
+    return VoteService(
+        settings=settings,
+        catalog=catalog,
+        readiness=wiring.readiness,
+        closers=wiring.closers,
+        caster=VoteCaster(catalog, queue, settings.instance_name()),
+    )
 
 
 def _live_results(
@@ -115,40 +153,55 @@ def _live_results(
     )
 
 
-def build_result_service(settings: Settings) -> Components:
+def build_result_service(settings: Settings, catalog: PollCatalog | None = None) -> ResultService:
     from cloudvote.adapters.postgres import PostgresTallyChanges, conninfo_with_password
 
-    components = Components(settings, load_catalog(settings))
-    store = _postgres_store(settings, components, "result")
-    components.store = store
-    components.results = ResultsView(components.catalog, store)
+    catalog = load_catalog(settings) if catalog is None else catalog
+    wiring = _Wiring()
+    store = _postgres_store(settings, wiring, "result")
     changes = PostgresTallyChanges(
         conninfo_with_password(settings.require_database_url(), settings.database_password)
     )
-    components.live = _live_results(settings, components.results, changes, store)
-    components.closers.append(components.live.stop)
-    return components
+    live = _live_results(settings, ResultsView(catalog, store), changes, store)
+    wiring.closers.append(live.stop)
+    return ResultService(
+        settings=settings,
+        catalog=catalog,
+        readiness=wiring.readiness,
+        closers=wiring.closers,
+        live=live,
+    )
 
 
-def build_worker(settings: Settings) -> Components:
-    components = Components(settings, load_catalog(settings))
-    source = _redis_queue(settings, components)
-    store = _postgres_store(settings, components, "worker")
+def build_worker(settings: Settings, catalog: PollCatalog | None = None) -> Worker:
+    catalog = load_catalog(settings) if catalog is None else catalog
+    wiring = _Wiring()
+    source = _redis_queue(settings, wiring)
+    store = _postgres_store(settings, wiring, "worker")
     # Redis may come up after the worker: the drain loop recreates a missing group on
     # NOGROUP, so the worker then waits with backoff instead of crash-looping at start.
     with contextlib.suppress(QueueUnavailable):
         source.ensure_group()
-    components.queue = source
-    components.store = store
-    components.drainer = VoteDrainer(
-        components.catalog,
+    return Worker(
+        settings=settings,
+        catalog=catalog,
+        readiness=wiring.readiness,
+        closers=wiring.closers,
+        drainer=_drainer(settings, catalog, source, store),
+    )
+
+
+def _drainer(
+    settings: Settings, catalog: PollCatalog, source: VoteSource, store: VoteStore
+) -> VoteDrainer:
+    return VoteDrainer(
+        catalog,
         source,
         store,
-        _drain_settings(settings),
+        DrainSettings(batch_size=settings.batch_size, claim_idle_ms=settings.claim_idle_ms),
         observers=[PrometheusDrainObserver()],
         name=_worker_name(settings),
     )
-    return components
 
 
 def _worker_name(settings: Settings) -> str:
@@ -157,30 +210,26 @@ def _worker_name(settings: Settings) -> str:
     return settings.pod_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def build_monolith(settings: Settings) -> Components:
+def build_monolith(settings: Settings, catalog: PollCatalog | None = None) -> Monolith:
     from cloudvote.adapters.sqlite import SqliteDatabase, SqliteVoteQueue, SqliteVoteStore
 
-    components = Components(settings, load_catalog(settings))
+    catalog = load_catalog(settings) if catalog is None else catalog
+    wiring = _Wiring()
     database = SqliteDatabase(settings.resolved_data_dir() / "cloudvote.db")
-    components.closers.append(database.close)
+    wiring.closers.append(database.close)
     queue = SqliteVoteQueue(database)
     queue.release_claims()
     store = SqliteVoteStore(database)
-    source: VoteSource = queue
-    components.queue = queue
-    components.store = store
-    components.caster = VoteCaster(components.catalog, queue, settings.instance_name())
-    components.results = ResultsView(components.catalog, store)
     # SQLite cannot announce commits, so the one feed thread re-reads what is watched.
-    components.live = _live_results(settings, components.results, PollingTallyChanges(), store)
-    components.closers.append(components.live.stop)
-    components.drainer = VoteDrainer(
-        components.catalog,
-        source,
-        store,
-        _drain_settings(settings),
-        observers=[PrometheusDrainObserver()],
-        name=_worker_name(settings),
+    live = _live_results(settings, ResultsView(catalog, store), PollingTallyChanges(), store)
+    wiring.closers.append(live.stop)
+    wiring.readiness["sqlite"] = store.ping
+    return Monolith(
+        settings=settings,
+        catalog=catalog,
+        readiness=wiring.readiness,
+        closers=wiring.closers,
+        caster=VoteCaster(catalog, queue, settings.instance_name()),
+        live=live,
+        drainer=_drainer(settings, catalog, queue, store),
     )
-    components.readiness["sqlite"] = store.ping
-    return components

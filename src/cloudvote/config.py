@@ -57,12 +57,22 @@ class Settings:
     release: str = ""
     # Where /about links the concept map (docs/concepts.md), e.g. your fork's web page.
     docs_url: str = ""
+    # Where the server processes of one vote or result instance write their metrics, for
+    # /metrics to add up; prometheus-client reads the same variable. Empty: one process.
+    metrics_dir: str = ""
+    # The base of the monolith's default data directory (the XDG base directory spec).
+    xdg_data_home: str = ""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read the environment (or `env`); keyword overrides win over both."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, service: str = "", **overrides: object
+    ) -> Settings:
+        """Read the environment (or `env`); keyword overrides win over both.
+
+        `service` picks that service's defaults where they differ (the worker's port).
+        """
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
+        values: dict[str, object] = dict(_SERVICE_DEFAULTS.get(service, {}))
         for name, variable in _VARIABLES.items():
             if variable in env and env[variable] != "":
                 values[name] = env[variable]
@@ -100,7 +110,7 @@ class Settings:
     def resolved_data_dir(self) -> Path:
         if self.data_dir:
             return Path(self.data_dir)
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        base = self.xdg_data_home or str(Path.home() / ".local" / "share")
         return Path(base) / "cloudvote"
 
 
@@ -126,7 +136,13 @@ _VARIABLES = {
     "node_name": "NODE_NAME",
     "release": "CLOUDVOTE_RELEASE",
     "docs_url": "CLOUDVOTE_DOCS_URL",
+    "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
+    "xdg_data_home": "XDG_DATA_HOME",
 }
+
+# Where a service's default differs from the field's: the worker serves only health and
+# metrics, on a port that stays clear of the web services' 5000.
+_SERVICE_DEFAULTS: dict[str, dict[str, object]] = {"worker": {"port": 8080}}
 
 
 # Counts where 0 or less would make a service that cannot serve anything.

@@ -8,7 +8,6 @@ loads them from .airgap.env on a machine without a registry.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.client import Client
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,38 +124,19 @@ class Project:
 
     # -- the app through the gateway -----------------------------------------------------
 
-    def request(
-        self, method: str, path: str, body: str | None = None, headers: Mapping[str, str] = {}
-    ) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request(method, path, body=body, headers=dict(headers))
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
+    @property
+    def http(self) -> Client:
+        """The gateway's published port, a new connection a request."""
+        return Client(self.base_url, keep_alive=False)
 
     def vote(self, option: str, poll: str = "default") -> int:
-        status, _, _ = self.request(
-            "POST",
-            f"/api/polls/{poll}/votes",
-            json.dumps({"option": option}),
-            {"Content-Type": "application/json"},
-        )
-        return status
+        return self.http.vote(option, poll).status_code
 
     def results(self, poll: str = "default") -> dict[str, Any]:
-        status, _, body = self.request("GET", f"/api/polls/{poll}/results")
-        if status != 200:
-            raise ComposeFailed(f"results answered {status}: {body[:200]!r}")
-        results: dict[str, Any] = json.loads(body)
-        return results
+        return self.http.results(poll)
 
     def total(self, poll: str = "default") -> int:
-        results = self.results(poll)
-        if results.get("stale"):
-            raise ComposeFailed("results are stale (the store is down)")
-        return int(results["total"])
+        return self.http.total(poll)
 
     def stored_voters(self, poll: str = "default") -> set[str]:
         """The voters PostgreSQL holds a vote from, read with psql inside the container."""
@@ -168,10 +149,4 @@ class Project:
         return set(output.split())
 
     def wait_total(self, expected: int, poll: str = "default", timeout: float = 90) -> int:
-        return wait_until(
-            lambda: self.total(poll),
-            lambda t: t == expected,
-            timeout=timeout,
-            interval=0.5,
-            what=f"{poll} total == {expected}",
-        )
+        return self.http.wait_total(expected, poll, timeout)

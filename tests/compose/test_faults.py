@@ -10,7 +10,6 @@ retries; nothing is acknowledged before it is committed).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -67,8 +66,10 @@ def restart_postgres(stack: Project) -> None:
     stack.compose("stop", "postgres")
 
     def degraded() -> bool:
-        status, _, body = stack.request("GET", "/api/polls/default/results")
-        return status == 503 or (status == 200 and json.loads(body).get("stale") is True)
+        answer = stack.http.get("/api/polls/default/results")
+        return answer.status_code == 503 or (
+            answer.status_code == 200 and answer.json().get("stale") is True
+        )
 
     wait_until(degraded, timeout=10, interval=0.2, what="result reports the store as down")
     time.sleep(OUTAGE_SECONDS)

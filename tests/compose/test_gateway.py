@@ -13,10 +13,9 @@ import time
 from collections import Counter
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
 
 from tests.compose.project import Project
-from tests.support.browser import BrowserMissing, launch_chromium
+from tests.support.browser import check_results_page_follows_votes
 from tests.support.sse_crowd import ThreadedSseCrowd
 
 LIVE_UPDATE_MS = 10_000
@@ -30,10 +29,8 @@ def test_vote_through_gateway_reaches_result_api_and_page(stack: Project) -> Non
     before = stack.results()["counts"]
 
     # A browser-style form post: 303 back to the ballot, as the page's form does.
-    status, headers, _ = stack.request(
-        "POST", "/", "vote=b", {"Content-Type": "application/x-www-form-urlencoded"}
-    )
-    assert status == 303, headers
+    form = stack.http.post("/", data={"vote": "b"})
+    assert form.status_code == 303, form.headers
     # The JSON API, as a script would.
     assert stack.vote("a") == 202
 
@@ -41,48 +38,27 @@ def test_vote_through_gateway_reaches_result_api_and_page(stack: Project) -> Non
     stack.wait_total(sum(expected.values()), timeout=30)
     assert stack.results()["counts"] == expected
 
-    # The result page, rendered by Chromium through the gateway: the counts arrive from the
-    # JSON API and then over the SSE stream, which nginx must not buffer.
-    with sync_playwright() as playwright:
-        try:
-            browser = launch_chromium(playwright)
-        except BrowserMissing as error:
-            pytest.fail(str(error), pytrace=False)
-        try:
-            page = browser.new_page()
-            page.goto(f"{stack.base_url}/results")
-            expect(page.locator("#count-a")).to_have_text(
-                str(expected["a"]), timeout=LIVE_UPDATE_MS
-            )
-            expect(page.locator("#count-b")).to_have_text(
-                str(expected["b"]), timeout=LIVE_UPDATE_MS
-            )
-            expect(page.locator("#status")).to_have_text("live", timeout=LIVE_UPDATE_MS)
-            # A new vote reaches the open page without a reload.
-            assert stack.vote("a") == 202
-            expect(page.locator("#count-a")).to_have_text(
-                str(expected["a"] + 1), timeout=LIVE_UPDATE_MS
-            )
-        finally:
-            browser.close()
+    check_results_page_follows_votes(
+        stack.base_url, expected, lambda: stack.vote("a"), timeout_ms=LIVE_UPDATE_MS
+    )
 
 
 def test_gateway_routes_each_path_to_its_service(stack: Project) -> None:
     # /healthz is not special-cased, so it falls through `/` to vote, which says so.
-    status, _, body = stack.request("GET", "/healthz")
-    assert (status, json.loads(body)["service"]) == (200, "vote")
+    health = stack.http.get("/healthz")
+    assert (health.status_code, health.json()["service"]) == (200, "vote")
     # Pages: the ballot comes from vote, the chart from result.
-    assert b'action="/"' in stack.request("GET", "/")[2]
-    assert b'id="chart"' in stack.request("GET", "/results")[2]
-    assert b'id="chart"' in stack.request("GET", "/results/editor")[2]
-    assert b"<form" in stack.request("GET", "/polls/editor")[2]
+    assert 'action="/"' in stack.http.get("/").text
+    assert 'id="chart"' in stack.http.get("/results").text
+    assert 'id="chart"' in stack.http.get("/results/editor").text
+    assert "<form" in stack.http.get("/polls/editor").text
     # The APIs: results from result, everything else under /api/ from vote.
-    assert stack.request("GET", "/api/polls/editor/results")[0] == 200
-    assert stack.request("GET", "/api/polls")[0] == 200
+    assert stack.http.get("/api/polls/editor/results").status_code == 200
+    assert stack.http.get("/api/polls").status_code == 200
     assert stack.vote("vim", poll="editor") == 202
     # The gateway's own health, and no internal metrics on the public port.
-    assert stack.request("GET", "/gateway/healthz")[0] == 200
-    assert stack.request("GET", "/metrics")[0] == 404
+    assert stack.http.get("/gateway/healthz").status_code == 200
+    assert stack.http.get("/metrics").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -104,16 +80,15 @@ def test_oversized_requests_get_cloudvotes_words_from_the_app_or_the_gateway(
 ) -> None:
     total = stack.results()["total"]
 
-    answered, answer_headers, answer = stack.request(
-        "POST",
+    answer = stack.http.post(
         "/api/polls/default/votes",
-        body or json.dumps({"option": "a"}),
-        {"Content-Type": "application/json", **headers},
+        data=body or json.dumps({"option": "a"}),
+        headers={"Content-Type": "application/json", **headers},
     )
 
-    assert answered == status
-    assert answer_headers["Content-Type"].startswith("application/json")
-    assert words in json.loads(answer)["error"]
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert words in answer.json()["error"]
     time.sleep(1)  # a vote that slipped through would be counted by now
     assert stack.results()["total"] == total
 
@@ -121,16 +96,17 @@ def test_oversized_requests_get_cloudvotes_words_from_the_app_or_the_gateway(
 def test_every_answer_names_the_container_that_served_it(stack: Project) -> None:
     """Under Compose the instance is the container's hostname, its short id."""
     for service, path in (("vote", "/api/polls"), ("result", "/results")):
-        status, headers, body = stack.request("GET", path)
+        answer = stack.http.get(path)
+        headers = answer.headers
         hostname = stack.inspect(stack.container(service))["Config"]["Hostname"]
 
-        assert status == 200
+        assert answer.status_code == 200
         assert headers["Cloudvote-Service"] == service
         assert headers["Cloudvote-Instance"] == hostname
         assert headers["Cloudvote-Shape"] == "microservices"
         assert "Cloudvote-Node" not in headers  # no Kubernetes node under Compose
         if service == "result":
-            assert f'<code id="served-instance">{hostname}</code>' in body.decode()
+            assert f'<code id="served-instance">{hostname}</code>' in answer.text
 
 
 def test_result_stream_is_not_buffered_by_the_gateway(stack: Project) -> None:

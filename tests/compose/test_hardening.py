@@ -18,6 +18,8 @@ from tests.compose.project import REPO, Project, run
 SERVICES = ("gateway", "vote", "worker", "result", "redis", "postgres", "migrate")
 APP_IMAGES = ("vote", "worker", "result")
 ROOT_USERS = {"", "0", "root", "0:0", "root:root"}
+# The lowest uid and gid a container may run as: below it are the host's own users.
+MIN_ID = 10000
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -31,8 +33,14 @@ def containers(stack: Project) -> dict[str, dict[str, Any]]:
 
 
 def test_every_container_runs_as_non_root(stack: Project) -> None:
+    """Non-root, and as a numeric uid:gid of 10000 and up (checkov's CKV_K8S_40 for
+    Kubernetes, applied here too): no user on the host has it, so a process that escapes
+    its container owns nothing there."""
     for service, data in containers(stack).items():
-        assert data["Config"]["User"] not in ROOT_USERS, f"{service} has no non-root user"
+        user = data["Config"]["User"]
+        assert user not in ROOT_USERS, f"{service} has no non-root user"
+        assert re.fullmatch(r"\d+:\d+", user), f"{service}: user {user!r} is not uid:gid"
+        assert all(int(part) >= MIN_ID for part in user.split(":")), f"{service}: {user}"
         if not data["State"]["Running"]:
             continue  # migrate has finished; its configured user is checked above
         # The processes themselves, as the kernel sees them: an image's entrypoint could
@@ -40,6 +48,7 @@ def test_every_container_runs_as_non_root(stack: Project) -> None:
         table = run(["docker", "top", data["Id"], "-eo", "uid,pid,args"]).stdout.splitlines()
         uids = {line.split()[0] for line in table[1:]}
         assert "0" not in uids, f"{service} runs a process as root:\n" + "\n".join(table)
+        assert all(int(uid) >= MIN_ID for uid in uids), f"{service}:\n" + "\n".join(table)
 
 
 def test_every_container_has_limits_and_reservations_visible_in_inspect(stack: Project) -> None:

@@ -1,15 +1,16 @@
 """The microservices' processes, one of each per test module, for the modules that define
 a `deployment` fixture (tests/support/services.py); a module overrides one to change it.
-And headless Chromium, one per module that asks for it."""
+Headless Chromium, one per module that asks for it, and an HTTP client per test."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.support.browser import BrowserMissing, launch_chromium
+from tests.support.browser import chromium
+from tests.support.client import Client
 from tests.support.services import Deployment, ServiceProcess
 
 
@@ -30,13 +31,12 @@ def result(deployment: Deployment) -> ServiceProcess:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        try:
-            chromium = launch_chromium(playwright)
-        except BrowserMissing as exc:
-            # Fail, never skip: a skipped browser suite looks green and tests nothing.
-            pytest.fail(str(exc), pytrace=False)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def http() -> Iterator[Client]:
+    """One visitor: a session with its own cookies; ``http.at(process.url)`` aims it."""
+    with Client() as client:
+        yield client

@@ -7,126 +7,36 @@ server-sent-events stream without reloading the page.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.support.servers import HOST, free_port
+from tests.support.client import Client
+from tests.support.services import Monolith
 
 pytestmark = pytest.mark.browser
 
-# The console script installed next to the interpreter running the tests (the venv's).
-CLOUDVOTE = Path(sys.executable).with_name("cloudvote")
-# Settings from the developer's shell must not change the poll or point at other stores.
-_APP_VARIABLE = re.compile(r"^(PORT|OPTION_[AB]|CLOUDVOTE_.*|REDIS_.*|DATABASE_.*|RESULT_.*)$")
-START_TIMEOUT_SECONDS = 20.0
-STOP_TIMEOUT_SECONDS = 10.0
 # Clicks, page loads and plain waits; generous, because CI machines are slow.
 ACTION_TIMEOUT_MS = 10_000
 # A vote must reach an open results page within this: queue, worker, store, stream, DOM.
 LIVE_UPDATE_MS = 5_000
 
 
-class MonolithFailed(RuntimeError):
-    """``cloudvote dev`` exited or never became ready; the message carries its log tail."""
+def form_vote(url: str, option: str, path: str = "/", voter: str | None = None) -> None:
+    """A vote posted by a script, as example-voting-app's clients do."""
+    posted = Client(url, timeout=5).form_vote(option, path, voter)
+    assert posted.status_code == 303, posted.text
 
 
-class Monolith:
-    """``cloudvote dev`` as a subprocess on a free loopback port, with its own data dir."""
-
-    def __init__(self, data_dir: Path, log_path: Path, **settings: str) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.settings = settings
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        if not os.access(CLOUDVOTE, os.X_OK):
-            raise MonolithFailed(f"{CLOUDVOTE} not found: run `uv sync` to install the package")
-        for _attempt in range(5):
-            self.port = free_port()
-            try:
-                self._launch_and_wait()
-            except MonolithFailed:
-                if "Address already in use" in self._log_tail():
-                    continue  # another process took the port first: pick a new one
-                raise
-            return
-        raise MonolithFailed(f"no free port after 5 attempts; log:\n{self._log_tail()}")
-
-    def _launch_and_wait(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not _APP_VARIABLE.match(k)}
-        env.update(self.settings)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(CLOUDVOTE),
-                    "dev",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches pytest, which then stops it
-            )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while self._proc.poll() is None:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise MonolithFailed(
-                    f"cloudvote dev not ready after {START_TIMEOUT_SECONDS}s; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-            time.sleep(0.1)
-        code = self._proc.returncode
-        self._proc = None
-        raise MonolithFailed(
-            f"cloudvote dev exited with {code} while starting; "
-            f"log {self.log_path}:\n{self._log_tail()}"
-        )
-
-    def stop(self) -> None:
-        """SIGTERM, as Kubernetes would; SIGKILL if it outlives the 10 s grace period."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+def wait_for_total(server: Monolith, total: int) -> None:
+    """Bounded wait until the monolith's worker thread has stored `total` votes."""
+    Client(server.url, timeout=5).wait_total(total, timeout=LIVE_UPDATE_MS / 1000)
 
 
 @pytest.fixture
@@ -137,7 +47,7 @@ def monolith(tmp_path: Path) -> Iterator[Monolith]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
@@ -235,8 +145,7 @@ def test_results_chart_updates_live_without_a_reload(
     expect_bar_drawn(results, "a", 1.0)
 
     # ... and one posted by a script, as example-voting-app's clients do.
-    posted = requests.post(f"{monolith.url}/", data={"vote": "b"}, allow_redirects=False, timeout=5)
-    assert posted.status_code == 303, posted.text
+    form_vote(monolith.url, "b")
     expect_counts(results, a=1, b=1)
     expect_bar_drawn(results, "a", 0.5)
     expect_bar_drawn(results, "b", 0.5)
@@ -259,15 +168,14 @@ def test_voting_again_moves_the_vote_to_the_new_option(page: Page, monolith: Mon
     click_vote(page, "b")
 
     expect_counts(results, a=0, b=1)
-    api = requests.get(f"{monolith.url}/api/polls/default/results", timeout=5).json()
+    api = Client(monolith.url).results()
     assert api["counts"] == {"a": 0, "b": 1}
     assert api["total"] == 1
 
 
 def test_results_page_is_not_live_until_the_stream_delivers(page: Page, monolith: Monolith) -> None:
     """A proxy that buffers the stream must not leave a page that claims to be live."""
-    posted = requests.post(f"{monolith.url}/", data={"vote": "a"}, allow_redirects=False, timeout=5)
-    assert posted.status_code == 303, posted.text
+    form_vote(monolith.url, "a")
     # Hold the stream request unanswered, as a buffering proxy would.
     page.route("**/results/stream", lambda route: None)
     page.goto("/results")
@@ -281,10 +189,7 @@ def test_results_page_shows_the_counts_with_javascript_off(
     browser: Browser, monolith: Monolith
 ) -> None:
     for option in ("a", "a", "b"):
-        posted = requests.post(
-            f"{monolith.url}/", data={"vote": option}, allow_redirects=False, timeout=5
-        )
-        assert posted.status_code == 303, posted.text
+        form_vote(monolith.url, option)
     wait_for_total(monolith, 3)
     context = browser.new_context(base_url=monolith.url, java_script_enabled=False)
     try:
@@ -306,10 +211,7 @@ def test_a_viewer_refused_at_the_stream_limit_keeps_the_counts_and_retries(
     server = Monolith(tmp_path / "capped", tmp_path / "capped.log", RESULT_MAX_STREAMS="1")
     server.start()
     try:
-        posted = requests.post(
-            f"{server.url}/", data={"vote": "a"}, allow_redirects=False, timeout=5
-        )
-        assert posted.status_code == 303, posted.text
+        form_vote(server.url, "a")
         wait_for_total(server, 1)
         first = new_visitor().new_page()
         first.goto(f"{server.url}/results")
@@ -332,30 +234,12 @@ def test_a_viewer_refused_at_the_stream_limit_keeps_the_counts_and_retries(
         # server notices the closed stream when it next writes to it, so votes follow.
         first.close()
         for voter in range(2):
-            posted = requests.post(
-                f"{server.url}/",
-                data={"vote": "b"},
-                cookies={"voter_id": f"{voter:032x}"},
-                allow_redirects=False,
-                timeout=5,
-            )
-            assert posted.status_code == 303, posted.text
+            form_vote(server.url, "b", voter=f"{voter:032x}")
             time.sleep(0.5)
         expect(second.locator("#status")).to_have_text("live", timeout=20_000)
         expect_counts(second, a=1, b=2)
     finally:
-        server.stop()
-
-
-def wait_for_total(server: Monolith, total: int) -> None:
-    """Bounded wait until the monolith's worker thread has stored `total` votes."""
-    deadline = time.monotonic() + LIVE_UPDATE_MS / 1000
-    while time.monotonic() < deadline:
-        body = requests.get(f"{server.url}/api/polls/default/results", timeout=5).json()
-        if body["total"] == total:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the monolith did not reach {total} votes: {body}")
+        server.close()
 
 
 # -- the pages at a desktop's and a phone's width; screenshots for the docs -------------------
@@ -424,23 +308,9 @@ def test_the_pages_at_desktop_and_phone_widths_keep_the_bars_wide_and_the_colour
     out = screenshot_directory(tmp_path)
     try:
         for voter, option in enumerate("aaabbaaab"):
-            posted = requests.post(
-                f"{server.url}/",
-                data={"vote": option},
-                cookies={"voter_id": f"{voter:032x}"},
-                allow_redirects=False,
-                timeout=5,
-            )
-            assert posted.status_code == 303, posted.text
+            form_vote(server.url, option, voter=f"{voter:032x}")
         for voter, option in enumerate(["pizza", "pizza", "soup", "long", "salad", "pizza"]):
-            posted = requests.post(
-                f"{server.url}/polls/lunch",
-                data={"vote": option},
-                cookies={"voter_id": f"{100 + voter:032x}"},
-                allow_redirects=False,
-                timeout=5,
-            )
-            assert posted.status_code == 303, posted.text
+            form_vote(server.url, option, "/polls/lunch", voter=f"{100 + voter:032x}")
         wait_for_total(server, 9)
 
         for name, width in WIDTHS.items():
@@ -498,4 +368,4 @@ def test_the_pages_at_desktop_and_phone_widths_keep_the_bars_wide_and_the_colour
             finally:
                 context.close()
     finally:
-        server.stop()
+        server.close()

@@ -9,16 +9,13 @@ in production, unless a test starts its own.
 from __future__ import annotations
 
 import re
-import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
-import requests
 
+from tests.support.client import Client
 from tests.support.probes import probe_latencies, timed_get
-from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess, migrated_deployment
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
 
@@ -49,23 +46,7 @@ SLOT_FREED_SECONDS = KEEP_ALIVE_SECONDS + 5
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("live_results")
-    with migrated_deployment(
-        directory, redis_server, postgres_server, "live_results", POLLS
-    ) as deployment:
-        yield deployment
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
+deployment = deployment_fixture("live_results", POLLS)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -73,28 +54,6 @@ def http() -> Iterator[requests.Session]:
 
 def stream_url(result: ServiceProcess, poll: str) -> str:
     return f"{result.url}/api/polls/{poll}/results/stream"
-
-
-def cast(http: requests.Session, vote: ServiceProcess, poll: str, option: str) -> None:
-    """One vote from a new voter, so every vote adds one to the total."""
-    response = http.post(
-        f"{vote.url}/api/polls/{poll}/votes",
-        json={"option": option},
-        cookies={"voter_id": secrets.token_hex(16)},
-        timeout=HTTP_TIMEOUT,
-    )
-    assert response.status_code == 202, response.text
-
-
-def wait_for_counts(
-    http: requests.Session, result: ServiceProcess, poll: str, expected: dict[str, int]
-) -> None:
-    wait_until(
-        lambda: http.get(f"{result.url}/api/polls/{poll}/results", timeout=HTTP_TIMEOUT).json(),
-        lambda body: body["counts"] == expected and not body.get("stale"),
-        timeout=DRAIN_SECONDS,
-        what=f"results of {poll} == {expected}",
-    )
 
 
 # -- many viewers ----------------------------------------------------------------------------
@@ -121,7 +80,7 @@ def test_a_hundred_viewers_each_get_results_at_once_and_healthz_stays_fast(
 
 
 def test_a_vote_reaches_every_open_stream(
-    http: requests.Session, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
+    http: Client, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
 ) -> None:
     """Old result: only the 64 streams that had a thread saw the vote."""
     viewers = 200
@@ -129,7 +88,7 @@ def test_a_vote_reaches_every_open_stream(
         stream_url(result, "every-stream"), viewers, answer_timeout=FIRST_EVENT_SECONDS
     ) as crowd:
         crowd.wait_for_first_events(timeout=FIRST_EVENT_SECONDS)
-        cast(http, vote, "every-stream", "b")
+        assert http.at(vote.url).vote("b", "every-stream").status_code == 202
         reached = crowd.wait_for_total(1, timeout=DELIVERY_SECONDS)
         streams = crowd.streams()
         summary = crowd.summary()
@@ -144,7 +103,7 @@ def test_a_vote_reaches_every_open_stream(
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_five_thousand_viewers_all_get_events_and_every_vote_while_probes_stay_fast(
-    http: requests.Session, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
+    http: Client, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
 ) -> None:
     viewers = 5_000
     with ThreadedSseCrowd(
@@ -154,8 +113,8 @@ def test_five_thousand_viewers_all_get_events_and_every_vote_while_probes_stay_f
         opened = crowd.summary()
         health = probe_latencies(f"{result.url}/healthz", calls=100, stop_after_slow=2)
         ready = timed_get(f"{result.url}/readyz", timeout=HTTP_TIMEOUT)
-        cast(http, vote, "crowd", "a")
-        cast(http, vote, "crowd", "c")
+        assert http.at(vote.url).vote("a", "crowd").status_code == 202
+        assert http.at(vote.url).vote("c", "crowd").status_code == 202
         reached = crowd.wait_for_total(2, timeout=DELIVERY_SECONDS * 2)
         summary = crowd.summary()
         # Past the first keep-alive, where the process checks each stream for a viewer
@@ -187,17 +146,17 @@ def rendered_counts(html: str) -> tuple[dict[str, int], int]:
 
 
 def test_the_results_page_shows_the_current_counts_without_javascript(
-    http: requests.Session, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
+    http: Client, vote: ServiceProcess, worker: ServiceProcess, result: ServiceProcess
 ) -> None:
     """Old result: the page always rendered 0, and only its script filled in the counts."""
     for poll, options in (("default", "aab"), ("page", "cbcc")):
         for option in options:
-            cast(http, vote, poll, option)
-    wait_for_counts(http, result, "default", {"a": 2, "b": 1})
-    wait_for_counts(http, result, "page", {"a": 0, "b": 1, "c": 3})
+            assert http.at(vote.url).vote(option, poll).status_code == 202
+    http.at(result.url).wait_for_counts("default", {"a": 2, "b": 1})
+    http.at(result.url).wait_for_counts("page", {"a": 0, "b": 1, "c": 3})
 
-    default_page = http.get(f"{result.url}/results", timeout=HTTP_TIMEOUT)
-    poll_page = http.get(f"{result.url}/results/page", timeout=HTTP_TIMEOUT)
+    default_page = http.get(f"{result.url}/results")
+    poll_page = http.get(f"{result.url}/results/page")
 
     assert default_page.status_code == poll_page.status_code == 200
     assert rendered_counts(default_page.text) == ({"a": 2, "b": 1}, 3)

@@ -8,206 +8,53 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
-import requests
 
 from cloudvote.adapters.sqlite import SqliteDatabase, SqliteVoteQueue
 from cloudvote.domain.votes import Ballot
+from tests.support.client import Client
 from tests.support.servers import free_port
-
-CLOUDVOTE = Path(sys.executable).parent / "cloudvote"
-# Variables that would change what the command under test does; each test sets its own.
-_CONFIG_VARIABLES = (
-    "PORT",
-    "REDIS_URL",
-    "DATABASE_URL",
-    "REDIS_PASSWORD_FILE",
-    "DATABASE_PASSWORD_FILE",
-    "OPTION_A",
-    "OPTION_B",
-    "WEB_CONCURRENCY",
-    "PROMETHEUS_MULTIPROC_DIR",
-)
-STARTUP_SECONDS = 30.0
-DRAIN_SECONDS = 20.0
-STOP_SECONDS = 10.0
-HTTP_TIMEOUT = 5.0
-
-
-def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _CONFIG_VARIABLES and not key.startswith(("CLOUDVOTE_", "WORKER_"))
-    }
-    # The vote/result commands make a metrics directory under TMPDIR; keep it in tmp_path.
-    env["TMPDIR"] = str(tmp_path)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Monolith:
-    """One `cloudvote dev` process on a free port, over a data directory that outlives it."""
-
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.env = env
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "cloudvote.db"
-
-    def start(self) -> None:
-        for _attempt in range(3):
-            self.port = free_port()
-            self._launch()
-            if self._wait_until_healthy():
-                return
-            self._reap()
-            if "Address already in use" not in _log_tail(self.log_path):
-                break  # a real failure, not a lost race for the port
-        pytest.fail(f"cloudvote dev did not start; log:\n{_log_tail(self.log_path)}")
-
-    def _launch(self) -> None:
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(CLOUDVOTE),
-                "dev",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
-
-    def _wait_until_healthy(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            with contextlib.suppress(requests.ConnectionError):
-                response = requests.get(f"{self.url}/healthz", timeout=HTTP_TIMEOUT)
-                if response.status_code == 200:
-                    return True
-            time.sleep(0.05)
-        return False
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; returns the exit code and the seconds it took to exit."""
-        assert self.proc is not None
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=STOP_SECONDS + 5)
-        finally:
-            elapsed = time.monotonic() - started
-            self._reap()
-        return code, elapsed
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, nothing gets a chance to finish."""
-        assert self.proc is not None
-        self.proc.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(timeout=30)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def close(self) -> None:
-        self._reap()
+from tests.support.services import CLOUDVOTE, STOP_SECONDS, Monolith, clean_environment
 
 
 @pytest.fixture
 def monolith(tmp_path: Path) -> Iterator[Callable[[], Monolith]]:
     """Make monoliths that share one data directory; all are killed at teardown."""
-    data_dir = tmp_path / "data"
     made: list[Monolith] = []
 
     def make() -> Monolith:
-        server = Monolith(data_dir, tmp_path / f"monolith-{len(made)}.log", _environment(tmp_path))
-        made.append(server)
-        server.start()
-        return server
+        # The vote/result commands make a metrics directory under TMPDIR; keep it here.
+        log = tmp_path / f"monolith-{len(made)}.log"
+        made.append(Monolith(tmp_path / "data", log, TMPDIR=str(tmp_path)))
+        return made[-1].start()
 
     yield make
     for server in made:
         server.close()
 
 
-def vote(session: requests.Session, base_url: str, option: str) -> None:
-    response = session.post(
-        f"{base_url}/", data={"vote": option}, allow_redirects=False, timeout=HTTP_TIMEOUT
-    )
+def vote(visitor: Client, option: str) -> None:
+    """A form vote, as the ballot page posts it: 303 back to the ballot."""
+    response = visitor.form_vote(option)
     assert response.status_code == 303, response.text
     assert response.headers["Location"] == "/"
-
-
-def results(base_url: str) -> dict[str, object]:
-    response = requests.get(f"{base_url}/api/polls/default/results", timeout=HTTP_TIMEOUT)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
-def wait_for_counts(base_url: str, counts: dict[str, int]) -> dict[str, object]:
-    """Poll the result API until it shows `counts`; returns the last answer either way."""
-    deadline = time.monotonic() + DRAIN_SECONDS
-    body = results(base_url)
-    while body["counts"] != counts and time.monotonic() < deadline:
-        time.sleep(0.1)
-        body = results(base_url)
-    return body
 
 
 def test_votes_are_counted_and_kept_across_a_clean_restart(
     monolith: Callable[[], Monolith],
 ) -> None:
     first = monolith()
-    with requests.Session() as alice, requests.Session() as bob:
-        vote(alice, first.url, "a")
-        vote(bob, first.url, "a")
-        vote(alice, first.url, "b")  # a revote replaces alice's first vote
+    with Client(first.url) as alice, Client(first.url) as bob:
+        vote(alice, "a")
+        vote(bob, "a")
+        vote(alice, "b")  # a revote replaces alice's first vote
 
-    body = wait_for_counts(first.url, {"a": 1, "b": 1})
+    body = Client(first.url).wait_for_counts("default", {"a": 1, "b": 1})
     assert body == {"poll": "default", "counts": {"a": 1, "b": 1}, "total": 2}
 
     code, seconds = first.terminate()
@@ -215,16 +62,15 @@ def test_votes_are_counted_and_kept_across_a_clean_restart(
     assert seconds < STOP_SECONDS
 
     second = monolith()
-    assert results(second.url) == {"poll": "default", "counts": {"a": 1, "b": 1}, "total": 2}
+    expected = {"poll": "default", "counts": {"a": 1, "b": 1}, "total": 2}
+    assert Client(second.url).results() == expected
 
 
 def test_sigterm_exits_zero_within_ten_seconds_while_a_results_stream_is_open(
     monolith: Callable[[], Monolith],
 ) -> None:
     server = monolith()
-    with requests.get(
-        f"{server.url}/api/polls/default/results/stream", stream=True, timeout=HTTP_TIMEOUT
-    ) as stream:
+    with Client(server.url).get("/api/polls/default/results/stream", stream=True) as stream:
         assert stream.status_code == 200
         first_bytes = stream.raw.read(16)
         assert first_bytes.startswith(b"retry: ")
@@ -242,10 +88,10 @@ def test_votes_accepted_before_a_sigkill_are_all_counted_after_restart(
     server = monolith()
     voter_ids: list[str] = []
     for _ in range(voters):
-        with requests.Session() as session:
-            vote(session, server.url, "a")
-            vote(session, server.url, "b")  # the last accepted vote, the one that must win
-            voter_ids.append(session.cookies["voter_id"])
+        with Client(server.url) as visitor:
+            vote(visitor, "a")
+            vote(visitor, "b")  # the last accepted vote, the one that must win
+            voter_ids.append(visitor.cookies["voter_id"])
 
     server.kill()
 
@@ -256,7 +102,7 @@ def test_votes_accepted_before_a_sigkill_are_all_counted_after_restart(
     assert set(voter_ids) <= stored | queued
 
     restarted = monolith()
-    body = wait_for_counts(restarted.url, {"a": 0, "b": voters})
+    body = Client(restarted.url).wait_for_counts("default", {"a": 0, "b": voters})
     assert body == {"poll": "default", "counts": {"a": 0, "b": voters}, "total": voters}
 
 
@@ -279,7 +125,7 @@ def test_votes_a_killed_run_left_queued_or_half_processed_are_drained_after_rest
 
     server = monolith()
 
-    body = wait_for_counts(server.url, {"a": 5, "b": 5})
+    body = Client(server.url).wait_for_counts("default", {"a": 5, "b": 5})
     assert body == {"poll": "default", "counts": {"a": 5, "b": 5}, "total": 10}
 
 
@@ -292,12 +138,11 @@ def test_the_monolith_answers_errors_in_its_own_words_and_logs_json_without_colo
     """werkzeug colours its request lines for a terminal and answers an oversized header
     line with its own page; the monolith logs fields and answers in cloudvote's words."""
     server = monolith()
-    missing = requests.get(f"{server.url}/nowhere", timeout=HTTP_TIMEOUT)
-    refused = requests.post(
-        f"{server.url}/", data={"vote": "a"}, headers={"X-Tracking": "x" * 10_000}, timeout=5
-    )
+    http = Client(server.url, timeout=5)
+    missing = http.get("/nowhere")
+    refused = http.post("/", data={"vote": "a"}, headers={"X-Tracking": "x" * 10_000})
     # Past http.server's 64 KiB a line, the request never reaches the app.
-    unparsed = requests.get(f"{server.url}/", headers={"X-Tracking": "x" * 70_000}, timeout=5)
+    unparsed = http.get("/", headers={"X-Tracking": "x" * 70_000})
     server.terminate()
 
     assert missing.status_code == 404 and "there is nothing at /nowhere" in missing.text
@@ -322,7 +167,7 @@ def run_cloudvote(tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env=_environment(tmp_path, **env),
+        env=clean_environment(TMPDIR=str(tmp_path), **env),
         timeout=60,
         check=False,
     )

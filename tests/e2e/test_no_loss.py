@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -32,7 +31,7 @@ import redis
 import requests
 
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, migrated_deployment
+from tests.support.services import Deployment, deployment_fixture
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -117,25 +116,14 @@ class VotingClient:
         self.conn.close()
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("no_loss")
-    with migrated_deployment(
-        directory,
-        redis_server,
-        postgres_server,
-        "no_loss",
-        POLLS,
-        # A dead worker's votes are reclaimed after 2 s instead of 15 s.
-        WORKER_CLAIM_IDLE_MS="2000",
-        WORKER_BATCH_SIZE="500",
-        LOG_LEVEL="WARNING",
-    ) as deployment:
-        yield deployment
+deployment = deployment_fixture(
+    "no_loss",
+    POLLS,
+    # A dead worker's votes are reclaimed after 2 s instead of 15 s.
+    WORKER_CLAIM_IDLE_MS="2000",
+    WORKER_BATCH_SIZE="500",
+    LOG_LEVEL="WARNING",
+)
 
 
 def plan_votes(voters: list[str], rng: random.Random) -> list[list[tuple[str, str]]]:

@@ -9,17 +9,14 @@ a lag bound that grows) instead of showing a healthy, empty queue.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, expect
 
 from cloudvote import __version__
-from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess, migrated_deployment
-from tests.support.waiting import wait_until
+from tests.support.client import Client
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -28,7 +25,6 @@ POLLS = {
         {"id": "default", "question": "Cats or Dogs?", "options": [{"id": "a"}, {"id": "b"}]},
     ]
 }
-HTTP_TIMEOUT = 10.0
 # A worker counts as silent 3 s after its last report (domain/pipeline.py); the result
 # service reads the reports once a second and pushes a change at once.
 SILENT_SECONDS = 8.0
@@ -37,17 +33,7 @@ DRAINED_SECONDS = 10.0
 ACTION_TIMEOUT_MS = 10_000
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("pipeline_panel")
-    with migrated_deployment(
-        directory, redis_server, postgres_server, "pipeline_panel", POLLS
-    ) as deployment:
-        yield deployment
+deployment = deployment_fixture("pipeline_panel", POLLS)
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +54,8 @@ def page(browser: Browser, result: ServiceProcess) -> Iterator[Page]:
 
 def cast(vote: ServiceProcess, option: str) -> None:
     """One vote from a new voter, through the JSON API."""
-    response = requests.post(
-        f"{vote.url}/api/polls/default/votes",
-        json={"option": option},
-        cookies={"voter_id": secrets.token_hex(16)},
-        timeout=HTTP_TIMEOUT,
-    )
+    response = Client(vote.url).vote(option)
     assert response.status_code == 202, response.text
-
-
-def total(result: ServiceProcess) -> int:
-    body = requests.get(f"{result.url}/api/polls/default/results", timeout=HTTP_TIMEOUT).json()
-    return int(body["total"])
-
-
-def wait_for_total(result: ServiceProcess, expected: int) -> None:
-    wait_until(
-        lambda: total(result),
-        lambda seen: seen == expected,
-        timeout=DRAINED_SECONDS,
-        what=f"{expected} votes counted",
-    )
 
 
 def seconds_shown(page: Page, selector: str) -> float:
@@ -104,7 +71,7 @@ def test_the_panel_shows_the_queue_waiting_while_the_worker_is_down_and_draining
 ) -> None:
     first_worker = deployment.start("worker", POD_NAME="worker-a")
     cast(votes[0], "a")
-    wait_for_total(result, 1)
+    Client(result.url).wait_total(1, timeout=DRAINED_SECONDS)
     page.goto("/results")
     panel = page.locator("#pipeline")
     expect(page.locator("#pipe-workers")).to_have_text("1 reporting: worker-a")
@@ -168,7 +135,7 @@ def test_vote_and_result_name_the_instance_that_served_them(
 ) -> None:
     for n, vote in enumerate(votes, start=1):
         for path in ("/", "/about", "/api/polls", "/no/such/page"):
-            response = requests.get(f"{vote.url}{path}", timeout=HTTP_TIMEOUT)
+            response = Client(vote.url).get(path)
             assert {k: v for k, v in response.headers.items() if k.startswith("Cloudvote-")} == {
                 "Cloudvote-Service": "vote",
                 "Cloudvote-Instance": f"vote-{n}",
@@ -176,7 +143,7 @@ def test_vote_and_result_name_the_instance_that_served_them(
                 "Cloudvote-Version": __version__,
                 "Cloudvote-Shape": "microservices",
             }, path
-    answered = requests.get(f"{result.url}/api/polls/default/results", timeout=HTTP_TIMEOUT)
+    answered = Client(result.url).get("/api/polls/default/results")
     assert answered.headers["Cloudvote-Service"] == "result"
     assert answered.headers["Cloudvote-Shape"] == "microservices"
     assert "Cloudvote-Node" not in answered.headers  # not in Kubernetes: no node to name

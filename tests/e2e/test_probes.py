@@ -23,7 +23,7 @@ import requests
 
 from tests.support.probes import Answer, ProbeRun, probe_latencies, timed_get
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess, migrated_deployment
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
 
@@ -41,17 +41,7 @@ RECOVERY_SECONDS = 20.0
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("probes")
-    with migrated_deployment(
-        directory, redis_server, postgres_server, "probes", POLLS
-    ) as deployment:
-        yield deployment
+deployment = deployment_fixture("probes", POLLS)
 
 
 @pytest.fixture(scope="module")

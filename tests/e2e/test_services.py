@@ -22,8 +22,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.client import Client
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess, migrated_deployment
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,29 +50,12 @@ POLLS = {
     ]
 }
 DRAIN_SECONDS = 20.0
-HTTP_TIMEOUT = 10.0
 
 
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("services")
-    with migrated_deployment(
-        directory, redis_server, postgres_server, "services", POLLS
-    ) as deployment:
-        yield deployment
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
+deployment = deployment_fixture("services", POLLS)
 
 
 @pytest.fixture
@@ -89,42 +73,6 @@ def database(
 
 def new_voter() -> str:
     return secrets.token_hex(16)
-
-
-def cast(
-    http: requests.Session,
-    vote: ServiceProcess,
-    poll: str,
-    option: str,
-    voter: str | None = None,
-    **headers: str,
-) -> requests.Response:
-    """Vote through the JSON API as `voter` (a new voter by default)."""
-    return http.post(
-        f"{vote.url}/api/polls/{poll}/votes",
-        json={"option": option},
-        cookies={"voter_id": voter or new_voter()},
-        headers=headers,
-        timeout=HTTP_TIMEOUT,
-    )
-
-
-def counts(http: requests.Session, result: ServiceProcess, poll: str) -> dict[str, object]:
-    response = http.get(f"{result.url}/api/polls/{poll}/results", timeout=HTTP_TIMEOUT)
-    response.raise_for_status()
-    body: dict[str, object] = response.json()
-    return body
-
-
-def wait_for_counts(
-    http: requests.Session, result: ServiceProcess, poll: str, expected: dict[str, int]
-) -> dict[str, object]:
-    return wait_until(
-        lambda: counts(http, result, poll),
-        lambda body: body["counts"] == expected and not body.get("stale"),
-        timeout=DRAIN_SECONDS,
-        what=f"results of {poll} == {expected}",
-    )
 
 
 def queue_depth(redis_server: RedisServer) -> int:
@@ -155,44 +103,40 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_form_vote_redirects_and_is_counted_in_the_results(
-    http: requests.Session, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
+    http: Client, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
 ) -> None:
-    page = http.get(f"{vote.url}/", timeout=HTTP_TIMEOUT)
+    page = http.get(f"{vote.url}/")
     assert page.status_code == 200
     assert "voter_id" in http.cookies  # the page handed this browser a voter id
 
-    first = http.post(
-        f"{vote.url}/", data={"vote": "a"}, allow_redirects=False, timeout=HTTP_TIMEOUT
-    )
+    first = http.post(f"{vote.url}/", data={"vote": "a"})
     assert first.status_code == 303
     assert first.headers["Location"] == "/"
-    wait_for_counts(http, result, "default", {"a": 1, "b": 0})
+    http.at(result.url).wait_for_counts("default", {"a": 1, "b": 0})
 
     # Same cookie, new choice: the vote is replaced, not added.
-    second = http.post(
-        f"{vote.url}/", data={"vote": "b"}, allow_redirects=False, timeout=HTTP_TIMEOUT
-    )
+    second = http.post(f"{vote.url}/", data={"vote": "b"})
     assert second.status_code == 303
-    body = wait_for_counts(http, result, "default", {"a": 0, "b": 1})
+    body = http.at(result.url).wait_for_counts("default", {"a": 0, "b": 1})
     assert body == {"poll": "default", "counts": {"a": 0, "b": 1}, "total": 1}
 
 
 def test_api_votes_are_accepted_and_counted_exactly(
-    http: requests.Session, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
+    http: Client, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
 ) -> None:
     expected = Counter({"a": 0, "b": 0, "c": 0})
     for option in "abcab":
-        response = cast(http, vote, "api", option)
+        response = http.at(vote.url).vote(option, "api")
         assert response.status_code == 202
         assert response.json() == {"poll": "api", "option": option, "status": "accepted"}
         expected[option] += 1
 
-    body = wait_for_counts(http, result, "api", dict(expected))
+    body = http.at(result.url).wait_for_counts("api", dict(expected))
     assert body["total"] == 5
 
 
 def test_traceparent_follows_the_vote_into_the_store(
-    http: requests.Session,
+    http: Client,
     vote: ServiceProcess,
     worker: ServiceProcess,
     database: psycopg.Connection[Any],
@@ -200,8 +144,8 @@ def test_traceparent_follows_the_vote_into_the_store(
     trace_id, parent_span = secrets.token_hex(16), secrets.token_hex(8)
     voter = new_voter()
 
-    response = cast(
-        http, vote, "tracing", "a", voter, traceparent=f"00-{trace_id}-{parent_span}-01"
+    response = http.at(vote.url).vote(
+        "a", "tracing", voter, traceparent=f"00-{trace_id}-{parent_span}-01"
     )
 
     assert response.status_code == 202
@@ -221,13 +165,13 @@ def test_traceparent_follows_the_vote_into_the_store(
 
 @pytest.mark.parametrize("service", ["vote", "result", "worker"])
 def test_every_service_reports_health_readiness_and_metrics(
-    request: pytest.FixtureRequest, http: requests.Session, service: str
+    request: pytest.FixtureRequest, http: Client, service: str
 ) -> None:
     process: ServiceProcess = request.getfixturevalue(service)
 
-    health = http.get(f"{process.url}/healthz", timeout=HTTP_TIMEOUT)
-    ready = http.get(f"{process.url}/readyz", timeout=HTTP_TIMEOUT)
-    metrics = http.get(f"{process.url}/metrics", timeout=HTTP_TIMEOUT)
+    health = http.get(f"{process.url}/healthz")
+    ready = http.get(f"{process.url}/readyz")
+    metrics = http.get(f"{process.url}/metrics")
 
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert (ready.status_code, ready.json()["status"]) == (200, "ready")
@@ -256,17 +200,17 @@ def test_every_service_reports_health_readiness_and_metrics(
 
 
 def test_metrics_show_votes_accepted_applied_batches_and_queue_depth(
-    http: requests.Session,
+    http: Client,
     vote: ServiceProcess,
     result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
     for option in "abc":
-        assert cast(http, vote, "metrics", option).status_code == 202
-    wait_for_counts(http, result, "metrics", {"a": 1, "b": 1, "c": 1})
+        assert http.at(vote.url).vote(option, "metrics").status_code == 202
+    http.at(result.url).wait_for_counts("metrics", {"a": 1, "b": 1, "c": 1})
 
-    vote_metrics = http.get(f"{vote.url}/metrics", timeout=HTTP_TIMEOUT).text
-    worker_metrics = http.get(f"{worker.url}/metrics", timeout=HTTP_TIMEOUT).text
+    vote_metrics = http.get(f"{vote.url}/metrics").text
+    worker_metrics = http.get(f"{worker.url}/metrics").text
 
     # Summed over both gunicorn workers, whichever one took each vote.
     assert metric(vote_metrics, "cloudvote_votes_accepted_total", poll="metrics") == 3
@@ -285,7 +229,7 @@ def test_metrics_show_votes_accepted_applied_batches_and_queue_depth(
     ids=["over-the-apps-8-kib", "over-gunicorns-16-kib-field"],
 )
 def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
-    http: requests.Session, redis_server: RedisServer, vote: ServiceProcess, header_bytes: int
+    http: Client, redis_server: RedisServer, vote: ServiceProcess, header_bytes: int
 ) -> None:
     """Past 8 KiB the app answers; past 16 KiB in one field gunicorn refuses the request
     before the app sees it, and its worker class answers in the same words."""
@@ -294,7 +238,6 @@ def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
         f"{vote.url}/api/polls/api/votes",
         json={"option": "a"},
         headers={"X-Tracking": "x" * header_bytes},
-        timeout=HTTP_TIMEOUT,
     )
 
     assert response.status_code == 431
@@ -304,54 +247,46 @@ def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
 
 
 def test_redis_outage_answers_503_and_loses_no_accepted_vote(
-    http: requests.Session,
+    http: Client,
     redis_server: RedisServer,
     vote: ServiceProcess,
     result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
-    expected = Counter({"a": 0, "b": 0, "c": 0})
+    ballot, expected = http.at(vote.url), Counter({"a": 0, "b": 0, "c": 0})
     # Paused, the worker leaves the accepted votes in Redis for the whole outage.
-    worker.send(signal.SIGSTOP)
-    try:
+    with worker.paused():
         for option in "aab":
-            assert cast(http, vote, "redis-outage", option).status_code == 202
+            assert ballot.vote(option, "redis-outage").status_code == 202
             expected[option] += 1
         assert queue_depth(redis_server) >= 3
 
-        redis_server.stop()
-        try:
-            refused = cast(http, vote, "redis-outage", "c")
+        with redis_server.down():
+            refused = ballot.vote("c", "redis-outage")
             assert refused.status_code == 503
             assert refused.headers["Retry-After"].isdigit()
             assert "unavailable" in refused.json()["error"]
-            form = http.post(
-                f"{vote.url}/", data={"vote": "a"}, allow_redirects=False, timeout=HTTP_TIMEOUT
-            )
+            form = ballot.post("/", data={"vote": "a"})
             assert form.status_code == 503
             assert "Retry-After" in form.headers
-            assert http.get(f"{vote.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 503
-            assert http.get(f"{vote.url}/healthz", timeout=HTTP_TIMEOUT).status_code == 200
-        finally:
-            redis_server.start()
-    finally:
-        worker.send(signal.SIGCONT)
+            assert ballot.get("/readyz").status_code == 503
+            assert ballot.get("/healthz").status_code == 200
 
     wait_until(
-        lambda: http.get(f"{vote.url}/readyz", timeout=HTTP_TIMEOUT).status_code,
+        lambda: ballot.get("/readyz").status_code,
         lambda status: status == 200,
         timeout=10,
         what="vote ready again",
     )
-    assert cast(http, vote, "redis-outage", "c").status_code == 202
+    assert ballot.vote("c", "redis-outage").status_code == 202
     expected["c"] += 1
-    wait_for_counts(http, result, "redis-outage", dict(expected))
+    http.at(result.url).wait_for_counts("redis-outage", dict(expected))
     assert worker.running
-    assert http.get(f"{worker.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
+    assert http.get(f"{worker.url}/readyz").status_code == 200
 
 
 def test_full_redis_answers_503_and_a_worker_still_drains_it(
-    http: requests.Session,
+    http: Client,
     deployment: Deployment,
     redis_server: RedisServer,
     vote: ServiceProcess,
@@ -362,17 +297,16 @@ def test_full_redis_answers_503_and_a_worker_still_drains_it(
     Redis still answers, but refuses every write. Votes must get 503, and a worker must
     drain the backlog, which is what frees the memory."""
     wait_until(lambda: queue_depth(redis_server), lambda d: d == 0, timeout=DRAIN_SECONDS)
-    expected = Counter({"a": 0, "b": 0, "c": 0})
+    ballot, expected = http.at(vote.url), Counter({"a": 0, "b": 0, "c": 0})
     # The shared worker sits this one out, so a crash here cannot spoil later tests.
-    worker.send(signal.SIGSTOP)
-    try:
+    with worker.paused():
         for option in "abb":
-            assert cast(http, vote, "redis-full", option).status_code == 202
+            assert ballot.vote(option, "redis-full").status_code == 202
             expected[option] += 1
         with redis_server.client() as admin:
             admin.config_set("maxmemory", "1")
             try:
-                refused = cast(http, vote, "redis-full", "c")
+                refused = ballot.vote("c", "redis-full")
                 drainer = deployment.start("worker", wait=False)
                 drained = wait_until(
                     lambda: queue_depth(redis_server) == 0 or not drainer.running,
@@ -383,69 +317,89 @@ def test_full_redis_answers_503_and_a_worker_still_drains_it(
             finally:
                 admin.config_set("maxmemory", "0")
                 drainer.close()
-    finally:
-        worker.send(signal.SIGCONT)
 
     assert refused.status_code == 503
     assert "Retry-After" in refused.headers
-    wait_for_counts(http, result, "redis-full", dict(expected))
-    assert cast(http, vote, "redis-full", "c").status_code == 202
+    http.at(result.url).wait_for_counts("redis-full", dict(expected))
+    assert ballot.vote("c", "redis-full").status_code == 202
+
+
+def vote_once_redis_is_back(ballot: Client, poll: str, option: str) -> None:
+    wait_until(
+        lambda: ballot.vote(option, poll).status_code,
+        lambda status: status == 202,
+        timeout=10,
+        what="a vote accepted after the restart",
+    )
+
+
+def queue_retries(process: ServiceProcess) -> float:
+    """How often the worker has waited for its queue: each is a failed read and a backoff."""
+    samples = metric_samples(Client(process.url).get("/metrics").text)
+    # No sample at all before the first wait: the counter's label is created on first use.
+    return sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "cloudvote_dependency_retries_total" and ("dependency", "queue") in labels
+    )
+
+
+def wait_for_queue_retries(process: ServiceProcess, more_than: float) -> None:
+    """Several failed reads and backoffs, seen on the worker's own metrics."""
+    wait_until(
+        lambda: queue_retries(process),
+        lambda retries: retries >= more_than + 3,
+        timeout=15,
+        what=f"three more queue retries by worker {process.pid}",
+    )
 
 
 def test_worker_survives_a_redis_outage_and_resumes(
-    http: requests.Session,
+    http: Client,
     redis_server: RedisServer,
     vote: ServiceProcess,
     result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
-    before = counts(http, result, "redis-outage")["counts"]
-    assert isinstance(before, dict)
-    redis_server.stop()
-    try:
-        time.sleep(2.5)  # several failed reads and backoffs in the worker
+    before = http.at(result.url).results("redis-outage")["counts"]
+    retries = queue_retries(worker)
+    with redis_server.down():
+        wait_for_queue_retries(worker, retries)
         assert worker.running, worker.log_tail()
-        assert http.get(f"{worker.url}/healthz", timeout=HTTP_TIMEOUT).status_code == 200
-        assert http.get(f"{worker.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 503
-    finally:
-        redis_server.start()
+        assert http.get(f"{worker.url}/healthz").status_code == 200
+        assert http.get(f"{worker.url}/readyz").status_code == 503
 
-    wait_until(
-        lambda: cast(http, vote, "redis-outage", "b").status_code,
-        lambda status: status == 202,
-        timeout=10,
-        what="a vote accepted after the restart",
-    )
-    wait_for_counts(http, result, "redis-outage", {**before, "b": before["b"] + 1})
+    vote_once_redis_is_back(http.at(vote.url), "redis-outage", "b")
+    http.at(result.url).wait_for_counts("redis-outage", {**before, "b": before["b"] + 1})
 
 
 def test_result_keeps_serving_while_the_worker_is_down_and_catches_up_after(
-    http: requests.Session,
+    http: Client,
     redis_server: RedisServer,
     vote: ServiceProcess,
     result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
     """Fault isolation (ARCH-04): losing the worker delays results, it breaks nothing."""
-    cast(http, vote, "worker-down", "a")
-    wait_for_counts(http, result, "worker-down", {"a": 1, "b": 0, "c": 0})
+    ballot, results = http.at(vote.url), http.at(result.url)
+    ballot.vote("a", "worker-down")
+    results.wait_for_counts("worker-down", {"a": 1, "b": 0, "c": 0})
     worker.kill()
     try:
-        accepted = [cast(http, vote, "worker-down", "b").status_code for _ in range(5)]
+        accepted = [ballot.vote("b", "worker-down").status_code for _ in range(5)]
         assert accepted == [202] * 5
         time.sleep(1.0)  # a working worker would have applied them by now
-        body = counts(http, result, "worker-down")
-        assert body["counts"] == {"a": 1, "b": 0, "c": 0}
-        assert http.get(f"{result.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
-        assert http.get(f"{vote.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
+        assert results.results("worker-down")["counts"] == {"a": 1, "b": 0, "c": 0}
+        assert results.get("/readyz").status_code == 200
+        assert ballot.get("/readyz").status_code == 200
         assert queue_depth(redis_server) >= 5
     finally:
         worker.start().wait_healthy()
-    wait_for_counts(http, result, "worker-down", {"a": 1, "b": 5, "c": 0})
+    results.wait_for_counts("worker-down", {"a": 1, "b": 5, "c": 0})
 
 
 def test_worker_started_while_redis_is_down_waits_for_it_instead_of_crashing(
-    http: requests.Session,
+    http: Client,
     deployment: Deployment,
     redis_server: RedisServer,
     vote: ServiceProcess,
@@ -453,64 +407,56 @@ def test_worker_started_while_redis_is_down_waits_for_it_instead_of_crashing(
     worker: ServiceProcess,
 ) -> None:
     """After a node reboot the worker may start before Redis does."""
-    worker.send(signal.SIGSTOP)  # so the late starter is the only one draining
     late: ServiceProcess | None = None
-    try:
-        redis_server.stop()
+    # The shared worker paused, so the late starter is the only one draining.
+    with worker.paused():
         try:
-            late = deployment.start("worker", wait=False)
-            time.sleep(3)  # start-up plus a few failed attempts
-            assert late.running, late.log_tail()
-            late.wait_healthy(timeout=10)
-            assert http.get(f"{late.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 503
+            with redis_server.down():
+                late = deployment.start("worker", wait=False)
+                late.wait_healthy(timeout=10)
+                # Not a pause that hopes for the best: its metrics count the failed reads.
+                wait_for_queue_retries(late, 0)
+                assert late.running, late.log_tail()
+                assert http.get(f"{late.url}/readyz").status_code == 503
+            vote_once_redis_is_back(http.at(vote.url), "late-worker", "a")
+            http.at(result.url).wait_for_counts("late-worker", {"a": 1, "b": 0, "c": 0})
+            assert late.running
         finally:
-            redis_server.start()
-        wait_until(
-            lambda: cast(http, vote, "late-worker", "a").status_code,
-            lambda status: status == 202,
-            timeout=10,
-            what="a vote accepted after the restart",
-        )
-        wait_for_counts(http, result, "late-worker", {"a": 1, "b": 0, "c": 0})
-        assert late.running
-    finally:
-        if late is not None:
-            late.close()  # one worker again, for the tests that read its metrics
-        worker.send(signal.SIGCONT)
+            if late is not None:
+                late.close()  # one worker again, for the tests that read its metrics
 
 
 def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
-    http: requests.Session,
+    http: Client,
     redis_server: RedisServer,
     postgres_server: PostgresServer,
     vote: ServiceProcess,
     result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
-    poll = "postgres-outage"
+    poll, ballot, results = "postgres-outage", http.at(vote.url), http.at(result.url)
     expected = Counter({"a": 1, "b": 1, "c": 0})
     for option in "ab":
-        assert cast(http, vote, poll, option).status_code == 202
-    last_fresh = wait_for_counts(http, result, poll, dict(expected))
+        assert ballot.vote(option, poll).status_code == 202
+    last_fresh = results.wait_for_counts(poll, dict(expected))
     for _ in range(6):  # let both result processes remember the last counts
-        with requests.Session() as fresh_connection:
-            counts(fresh_connection, result, poll)
+        with Client(result.url) as fresh_connection:
+            fresh_connection.results(poll)
 
-    postgres_server.stop()
-    try:
+    with postgres_server.down():
         for option in "cccab":
-            assert cast(http, vote, poll, option).status_code == 202  # vote needs only Redis
+            assert ballot.vote(option, poll).status_code == 202  # vote needs only Redis
             expected[option] += 1
         # The worker cannot commit, so it must not acknowledge: the votes stay queued
         # through the next seconds (each probe below waits out a pool checkout).
         depths = [queue_depth(redis_server)]
-        assert http.get(f"{worker.url}/healthz", timeout=HTTP_TIMEOUT).status_code == 200
-        assert http.get(f"{worker.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 503
+        assert http.get(f"{worker.url}/healthz").status_code == 200
+        assert http.get(f"{worker.url}/readyz").status_code == 503
         depths.append(queue_depth(redis_server))
-        assert http.get(f"{result.url}/readyz", timeout=HTTP_TIMEOUT).status_code == 503
+        assert results.get("/readyz").status_code == 503
         depths.append(queue_depth(redis_server))
         for _ in range(2):
-            stale = http.get(f"{result.url}/api/polls/{poll}/results", timeout=HTTP_TIMEOUT)
+            stale = results.get(f"/api/polls/{poll}/results")
             if stale.status_code == 200:
                 assert stale.json() == {**last_fresh, "stale": True}
             else:
@@ -519,10 +465,8 @@ def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
             depths.append(queue_depth(redis_server))
         assert min(depths) >= 5, depths
         assert worker.running, worker.log_tail()
-    finally:
-        postgres_server.start()
 
-    wait_for_counts(http, result, poll, dict(expected))
+    results.wait_for_counts(poll, dict(expected))
     wait_until(
         lambda: queue_depth(redis_server),
         lambda depth: depth == 0,
@@ -536,7 +480,7 @@ def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
 
 
 def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
-    http: requests.Session,
+    http: Client,
     redis_server: RedisServer,
     vote: ServiceProcess,
     result: ServiceProcess,
@@ -551,9 +495,9 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
         refused_by_store = client.xadd(
             "votes", {"poll": "poison", "option": "b", "voter": new_voter(), "trace": "x\x00y"}
         )
-    assert cast(http, vote, "poison", "c").status_code == 202
+    assert http.at(vote.url).vote("c", "poison").status_code == 202
 
-    wait_for_counts(http, result, "poison", {"a": 0, "b": 0, "c": 1})
+    http.at(result.url).wait_for_counts("poison", {"a": 0, "b": 0, "c": 1})
 
     def dead_letters() -> dict[str, dict[str, str]]:
         with redis_server.client(decode_responses=True) as client:
@@ -570,7 +514,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
     assert "store refused" in parked[refused_by_store]["reason"]
     assert queue_depth(redis_server) == 0
     assert worker.running
-    worker_metrics = http.get(f"{worker.url}/metrics", timeout=HTTP_TIMEOUT).text
+    worker_metrics = http.get(f"{worker.url}/metrics").text
     assert metric(worker_metrics, "cloudvote_votes_dead_lettered_total") >= 3
 
 
@@ -579,15 +523,13 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
 
 @pytest.mark.parametrize("service", ["vote", "result", "worker"])
 def test_sigterm_stops_the_service_with_exit_code_zero_within_ten_seconds(
-    deployment: Deployment, http: requests.Session, service: str
+    deployment: Deployment, http: Client, service: str
 ) -> None:
     process = deployment.start(service)
     stream: requests.Response | None = None
     if service == "result":
         # An open live-results stream must not hold the shutdown back.
-        stream = http.get(
-            f"{process.url}/api/polls/default/results/stream", stream=True, timeout=HTTP_TIMEOUT
-        )
+        stream = http.get(f"{process.url}/api/polls/default/results/stream", stream=True)
         assert stream.status_code == 200
         assert next(stream.iter_lines())  # the stream is really flowing
     try:

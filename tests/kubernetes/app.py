@@ -7,8 +7,6 @@ kind, minikube or a cloud cluster.
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.client import Client
 from tests.support.kube import (
     TEST_IMAGE,
     Manifest,
@@ -36,8 +35,8 @@ from tests.support.waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_OVERLAY = REPO / "deploy/k8s/overlays/local-cluster"
 # The static PV's directory must exist on the node before its pod mounts it (STO-01);
-# 101 is the nginx user of the gateway's log shipper (overlays/local-cluster/README.md).
-STATIC_VOLUME_OWNER = 101
+# 10101 is the uid of the gateway's nginx and log shipper (base/gateway.yaml).
+STATIC_VOLUME_OWNER = 10101
 
 
 def render(overlay: Path) -> list[Manifest]:
@@ -227,49 +226,26 @@ class Cloudvote:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def request(
-        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+    @property
+    def http(self) -> Client:
+        """The gateway from outside, a new connection a request, as a reload is."""
+        return Client(self.base_url, keep_alive=False)
 
     def served_by(self, path: str) -> tuple[int, dict[str, str], str]:
-        """GET path on a connection of its own, as a reload does: the status, the
-        Cloudvote-* headers naming the instance that answered, and the body."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            body = response.read().decode()
-            named = {k: v for k, v in response.getheaders() if k.startswith("Cloudvote-")}
-            return response.status, named, body
-        finally:
-            connection.close()
+        """GET path: the status, the Cloudvote-* headers naming the instance that
+        answered, and the body."""
+        answer = self.http.get(path)
+        named = {k: v for k, v in answer.headers.items() if k.startswith("Cloudvote-")}
+        return answer.status_code, named, answer.text
 
     def vote(self, option: str, voter: str | None = None, poll: str = "default") -> int:
-        headers = {"Content-Type": "application/json"}
-        if voter:
-            headers["Cookie"] = f"voter_id={voter}"
-        status, _ = self.request(
-            "POST", f"/api/polls/{poll}/votes", json.dumps({"option": option}), headers
-        )
-        return status
+        return self.http.vote(option, poll, voter).status_code
 
     def results(self, poll: str = "default") -> dict[str, Any]:
-        status, body = self.request("GET", f"/api/polls/{poll}/results")
-        assert status == 200, f"results answered {status}: {body[:200]!r}"
-        results: dict[str, Any] = json.loads(body)
-        return results
+        return self.http.results(poll)
 
     def total(self, poll: str = "default") -> int:
-        results = self.results(poll)
-        assert not results.get("stale"), "results are stale (the store is down)"
-        return int(results["total"])
+        return self.http.total(poll)
 
     def psql(self, sql: str) -> str:
         return psql(self.namespace, sql)
@@ -278,13 +254,7 @@ class Cloudvote:
         return set(self.psql(f"SELECT voter_id FROM votes WHERE poll_id = '{poll}'").split())
 
     def wait_total(self, expected: int, poll: str = "default", timeout: float = 120) -> int:
-        return wait_until(
-            lambda: self.total(poll),
-            lambda total: total == expected,
-            timeout=timeout,
-            interval=0.5,
-            what=f"{poll} total == {expected}",
-        )
+        return self.http.wait_total(expected, poll, timeout)
 
     def ready_pods(self, component: str) -> list[Manifest]:
         return ready_pods(self.namespace, f"app.kubernetes.io/name={component}")

@@ -12,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
 
 from tests.kubernetes.app import Cloudvote, exec_python, read_claim
-from tests.support.browser import BrowserMissing, launch_chromium
+from tests.support.browser import check_results_page_follows_votes
 from tests.support.kube import condition, get_json, kubectl, wait_job_complete
 from tests.support.waiting import wait_until
 
@@ -82,24 +81,12 @@ def test_vote_through_the_gateway_reaches_result_api_and_page(app: Cloudvote) ->
     app.wait_total(sum(expected.values()), timeout=60)
     assert app.results()["counts"] == expected
 
-    with sync_playwright() as playwright:
-        try:
-            browser = launch_chromium(playwright)
-        except BrowserMissing as error:
-            pytest.fail(str(error), pytrace=False)
-        try:
-            page = browser.new_page()
-            page.goto(f"{app.base_url}/results")
-            expect(page.locator("#count-a")).to_have_text(
-                str(expected["a"]), timeout=LIVE_UPDATE_MS
-            )
-            expect(page.locator("#status")).to_have_text("live", timeout=LIVE_UPDATE_MS)
-            assert app.vote("a", voter=secrets.token_hex(16)) == 202
-            expect(page.locator("#count-a")).to_have_text(
-                str(expected["a"] + 1), timeout=LIVE_UPDATE_MS
-            )
-        finally:
-            browser.close()
+    check_results_page_follows_votes(
+        app.base_url,
+        expected,
+        lambda: app.vote("a", voter=secrets.token_hex(16)),
+        timeout_ms=LIVE_UPDATE_MS,
+    )
 
 
 def test_every_answer_names_the_pod_and_node_that_served_it_and_replicas_take_turns(
@@ -163,8 +150,7 @@ def test_node_agent_daemonset_runs_on_every_node(app: Cloudvote) -> None:
 def test_log_sidecar_archives_gateway_logs_on_the_volume(app: Cloudvote) -> None:
     marker = secrets.token_hex(8)
     # /api/polls, not /gateway/healthz: the gateway does not log its own health checks.
-    status, _ = app.request("GET", f"/api/polls?archive-check={marker}")
-    assert status == 200
+    assert app.http.get(f"/api/polls?archive-check={marker}").status_code == 200
     # The shipper archives a minute's file once the minute after it has ended too: up to
     # two minutes and a shipping round.
     code = COUNT_FILES_WITH.format(pattern="/claim/**/access-*.log", marker=marker)

@@ -6,6 +6,7 @@ on loopback; pgbouncer itself is exercised with the real images (docs/containers
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import os
 import re
@@ -23,15 +24,11 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
+from cloudvote.application.draining import DrainStats
 from tests.manifests.k8s import K8S, REPO, Doc, find
+from tests.support.servers import free_port
 
 SCRIPTS = K8S / "base" / "scripts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -109,21 +106,20 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return samples
 
 
-STATS = {
-    "batches": 12,
-    "votes_received": 3400,
-    "votes_changed": 3390,
-    "dead_letters": 1,
-    "retries": 0,
-    "last_batch_size": 200,
-    "seconds_since_progress": 0.4,
-    "queue_depth": None,
-}
+def worker_stats(seconds_since_progress: float, **counters: Any) -> dict[str, Any]:
+    """/stats as the worker serves it (entrypoints/worker.py): the fields of its DrainStats,
+    with last_progress given as seconds since then."""
+    body = dataclasses.asdict(DrainStats(**counters))
+    del body["last_progress"]
+    return body | {"seconds_since_progress": seconds_since_progress}
 
 
 def test_adapter_turns_worker_stats_into_prometheus_text() -> None:
     port = free_port()
-    with json_server({"/stats": STATS}) as stats_port:
+    # Progress 0.4 s ago; the queue depth unknown, as while Redis is down.
+    stats = worker_stats(0.4, batches=12, votes_received=3400, dead_letters=1)
+    assert stats["queue_depth"] is None
+    with json_server({"/stats": stats}) as stats_port:
         stats_url = f"http://127.0.0.1:{stats_port}/stats"
         script = str(SCRIPTS / "stats_adapter.py")
         with running(

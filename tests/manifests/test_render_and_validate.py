@@ -90,6 +90,21 @@ def test_keda_passes_a_valid_autoscaling_v2_behavior(rendered: dict[str, list[Do
     validator.validate(hpa, KUBERNETES_VERSION, strict=True)  # type: ignore[attr-defined]
 
 
+def test_keda_reads_redis_in_its_own_namespace(rendered: dict[str, list[Doc]]) -> None:
+    """KEDA's operator runs in namespace keda, so the trigger names Redis by its full name;
+    every render with a ScaledObject must put its own namespace there."""
+    checked = 0
+    for target, docs in rendered.items():
+        for doc in docs:
+            if doc["kind"] != "ScaledObject":
+                continue
+            namespace = doc["metadata"]["namespace"]
+            address = doc["spec"]["triggers"][0]["metadata"]["address"]
+            assert address == f"redis.{namespace}.svc.cluster.local:6379", target
+            checked += 1
+    assert checked, "no ScaledObject rendered"
+
+
 def test_no_beta_or_alpha_api_versions(rendered: dict[str, list[Doc]]) -> None:
     """Outdated APIs are a STYLE.md "avoid": every built-in object uses a GA version."""
     for target, docs in rendered.items():

@@ -24,6 +24,9 @@ from tests.manifests.k8s import (
 TARGETS = sorted(render_targets())
 RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of")
 APP_CONTAINERS = {"vote", "result", "worker"}
+# The lowest UID and GID a container may run as (CKV_K8S_40): below it are the node's own
+# system and login users.
+MIN_ID = 10000
 # Faults that a scenario introduces on purpose (see its README.md): exempt from the rule
 # they break, and only there.
 DELIBERATE_FAULTS = {("scenarios/crashloop-aggressive-liveness", "vote", "startupProbe")}
@@ -59,6 +62,24 @@ def test_every_container_is_hardened(target: str, rendered: dict[str, list[Doc]]
         assert security.get("capabilities", {}).get("drop") == ["ALL"], where
         assert "add" not in security.get("capabilities", {}), where
         assert security.get("privileged") is not True, where
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_container_runs_with_a_high_uid_and_gid(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    """10000 and up (checkov CKV_K8S_40): a UID that no user on the node has, so a process
+    that escapes its container owns nothing there. The container's own setting wins over
+    the pod's, as in the kubelet; fsGroup, the group of the pod's volumes, too."""
+    for container in all_containers(rendered[target]):
+        pod = container.pod.get("securityContext", {})
+        own = container.spec.get("securityContext", {})
+        where = f"{target}: {container.where}"
+        for key in ("runAsUser", "runAsGroup"):
+            value = own.get(key, pod.get(key))
+            assert isinstance(value, int) and value >= MIN_ID, f"{where}: {key} {value}"
+        if "fsGroup" in pod:
+            assert pod["fsGroup"] >= MIN_ID, f"{where}: fsGroup {pod['fsGroup']}"
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -253,13 +253,15 @@ def pod_names(namespace: str, selector: str) -> list[str]:
 
 
 def ready_pods(namespace: str, selector: str) -> list[Manifest]:
-    """Pods that are Ready and not on their way out (a deleted pod stays Ready a moment)."""
+    """Pods that are Ready and not on their way out (a deleted pod stays Ready a moment),
+    oldest first: a ReplicaSet scaling down removes the newest ones first."""
     pods = get_json("pods", "-n", namespace, "-l", selector)["items"]
-    return [
+    ready = [
         p
         for p in pods
         if not p["metadata"].get("deletionTimestamp") and condition(p, "Ready") == "True"
     ]
+    return sorted(ready, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
 
 
 def ready_pod_names(namespace: str, selector: str) -> list[str]:

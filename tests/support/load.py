@@ -26,6 +26,12 @@ class SteadyVotes:
     - refused: any other answer (4xx), or no connection at all. It must not be counted.
 
     Bounded: it stops when asked, or after `max_seconds` in any case.
+
+    On http.client, not tests/support/client.py: the books need to know, per request,
+    whether it went out on a kept-alive connection and whether any byte may have left.
+    requests (urllib3) hides both: it reconnects a stale pooled connection on its own, and
+    its retries cannot tell "closed before any answer on a reused connection" (resend
+    once, as browsers do) from "broken after sending" (ambiguous, never resent).
     """
 
     def __init__(

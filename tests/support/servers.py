@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -82,7 +83,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """True while any non-zombie process is left in process group ``pgid``.
 
     ``os.killpg(pgid, 0)`` is not enough: orphans are reparented to PID 1, which in a
@@ -214,7 +215,7 @@ class _Server:
         if proc is not None:
             proc.wait()
             deadline = time.monotonic() + 10
-            while _group_alive(proc.pid):
+            while group_alive(proc.pid):
                 if time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
@@ -228,6 +229,19 @@ class _Server:
     def kill(self) -> None:
         """SIGKILL the server: a crash, no chance to flush anything it has not fsynced."""
         self._signal_and_wait(signal.SIGKILL, timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """A clean shutdown, each server's own way."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[Self]:
+        """An outage for the block: stopped, then started again on the same port and data."""
+        self.stop()
+        try:
+            yield self
+        finally:
+            self.start()
 
     def close(self) -> None:
         """Stop the server and remove whatever it keeps outside the caller's directory."""

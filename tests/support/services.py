@@ -15,49 +15,68 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Self
 
+import pytest
 import requests
 
-from tests.support.servers import PostgresServer, RedisServer, free_port
+from tests.support.servers import HOST, PostgresServer, RedisServer, free_port, group_alive
 
 CLOUDVOTE = Path(sys.executable).parent / "cloudvote"
 # Variables from the developer's shell that would change what the services do.
-_FOREIGN_PREFIXES = ("PG", "REDIS_", "DATABASE_", "PROMETHEUS_", "CLOUDVOTE_", "WORKER_")
+_FOREIGN_PREFIXES = (
+    "PG",
+    "REDIS_",
+    "DATABASE_",
+    "PROMETHEUS_",
+    "CLOUDVOTE_",
+    "WORKER_",
+    "RESULT_",
+)
 _FOREIGN_NAMES = {"PORT", "WEB_CONCURRENCY", "OPTION_A", "OPTION_B", "LOG_LEVEL"}
+STOP_SECONDS = 10.0
 
 
 class ServiceFailed(AssertionError):
     """A service exited early or never became healthy; the message has its log tail."""
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def clean_environment(**settings: str) -> dict[str, str]:
+    """This process's environment without the shell's cloudvote settings, plus ``settings``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(_FOREIGN_PREFIXES) and key not in _FOREIGN_NAMES
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    return env | settings
 
 
 class ServiceProcess:
-    """One `cloudvote <command>` process and its log."""
+    """One `cloudvote <command> [args]` process in its own process group, and its log."""
 
     def __init__(
-        self, command: str, env: Mapping[str, str], log_path: Path, port: int | None = None
+        self,
+        command: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        port: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.command = command
         self.env = dict(env)
         self.log_path = log_path
         self.port = port
+        self.args = list(args)
         self._log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         assert self.port is not None, f"{self.command} has no port"
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -68,18 +87,18 @@ class ServiceProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> ServiceProcess:
+    def start(self) -> Self:
         """Start, or start again after a kill: the log is appended to, never replaced."""
         if self._log is not None:
             self._log.close()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(CLOUDVOTE), self.command],
+            [str(CLOUDVOTE), self.command, *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C reaches pytest, which then stops the group
         )
         return self
 
@@ -90,8 +109,8 @@ class ServiceProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_healthy(self, timeout: float = 30.0) -> ServiceProcess:
-        """Block until GET /healthz answers 200; fail with the log if it never does."""
+    def wait_healthy(self, timeout: float = 30.0, path: str = "/healthz") -> Self:
+        """Block until GET ``path`` answers 200; fail with the log if it never does."""
         deadline = time.monotonic() + timeout
         with requests.Session() as session:
             while True:
@@ -101,14 +120,14 @@ class ServiceProcess:
                         f"starting; log {self.log_path}:\n{self.log_tail()}"
                     )
                 with contextlib.suppress(requests.RequestException):
-                    if session.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    if session.get(f"{self.url}{path}", timeout=1).status_code == 200:
                         return self
                 if time.monotonic() > deadline:
                     raise ServiceFailed(
                         f"cloudvote {self.command} not healthy after {timeout}s; "
                         f"log {self.log_path}:\n{self.log_tail()}"
                     )
-                time.sleep(0.1)
+                time.sleep(0.05)
 
     @property
     def returncode(self) -> int | None:
@@ -125,6 +144,26 @@ class ServiceProcess:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(sig)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[Self]:
+        """SIGSTOP for the block, SIGCONT after it: alive, holding its work, doing nothing."""
+        self.send(signal.SIGSTOP)
+        try:
+            yield self
+        finally:
+            self.send(signal.SIGCONT)
+
+    def terminate(self, timeout: float = STOP_SECONDS + 5) -> tuple[int, float]:
+        """SIGTERM; the exit code and the seconds it took (killed, and raises, past timeout)."""
+        started = time.monotonic()
+        self.send(signal.SIGTERM)
+        try:
+            code = self.wait(timeout)
+        finally:
+            elapsed = time.monotonic() - started
+            self.kill()
+        return code, elapsed
+
     def kill(self) -> None:
         """SIGKILL the whole group: a crash, with no chance to finish or acknowledge."""
         if self.proc is None:
@@ -132,7 +171,11 @@ class ServiceProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
-        self._wait_for_group()
+        deadline = time.monotonic() + 10
+        while group_alive(self.proc.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Stop whatever is left of the process and its children; idempotent."""
@@ -142,20 +185,37 @@ class ServiceProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        if self.proc is not None:
-            self.kill()
+                self.proc.wait(STOP_SECONDS)
+        self.kill()
         if self._log is not None:
             self._log.close()
             self._log = None
 
-    def _wait_for_group(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + 10
-        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            time.sleep(0.05)
+
+class Monolith(ServiceProcess):
+    """`cloudvote dev` on a free loopback port, over a data directory that outlives it."""
+
+    def __init__(self, data_dir: Path, log_path: Path, **settings: str) -> None:
+        super().__init__("dev", clean_environment(**settings), log_path)
+        self.data_dir = data_dir
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "cloudvote.db"
+
+    def start(self) -> Self:
+        """Start on a new free port and wait until ready; another port if one was taken."""
+        for _attempt in range(5):
+            self.port = free_port()
+            self.args = ["--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir)]
+            super().start()
+            try:
+                return self.wait_healthy(path="/readyz")
+            except ServiceFailed:
+                self.close()
+                if "Address already in use" not in self.log_tail(10):
+                    raise  # a real failure, not a lost race for the port
+        raise ServiceFailed(f"cloudvote dev found no free port; log:\n{self.log_tail()}")
 
 
 class Deployment:
@@ -190,21 +250,13 @@ class Deployment:
 
     def env(self, **overrides: str) -> dict[str, str]:
         base = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(_FOREIGN_PREFIXES) and key not in _FOREIGN_NAMES
+            "REDIS_URL": self.redis_server.url,
+            "DATABASE_URL": self.database_url,
+            "REDIS_PASSWORD_FILE": str(self.redis_password_file),
+            "DATABASE_PASSWORD_FILE": str(self.database_password_file),
+            "WEB_CONCURRENCY": "2",
         }
-        base.update(
-            REDIS_URL=self.redis_server.url,
-            DATABASE_URL=self.database_url,
-            REDIS_PASSWORD_FILE=str(self.redis_password_file),
-            DATABASE_PASSWORD_FILE=str(self.database_password_file),
-            WEB_CONCURRENCY="2",
-            PYTHONUNBUFFERED="1",
-        )
-        base.update(self.settings)
-        base.update(overrides)
-        return base
+        return clean_environment(**base | self.settings | overrides)
 
     def _next_log(self, command: str) -> Path:
         self._count += 1
@@ -274,3 +326,22 @@ def migrated_deployment(
         yield deployment
     finally:
         deployment.close()
+
+
+def deployment_fixture(name: str, polls: Mapping[str, object], **settings: str) -> Any:
+    """A module's `deployment` fixture: its own directory, database `e2e_<name>` and polls,
+    shared by the module's tests (tests/e2e/conftest.py starts the processes on it)."""
+
+    @pytest.fixture(scope="module")
+    def deployment(
+        tmp_path_factory: pytest.TempPathFactory,
+        redis_server: RedisServer,
+        postgres_server: PostgresServer,
+    ) -> Iterator[Deployment]:
+        directory = tmp_path_factory.mktemp(name)
+        with migrated_deployment(
+            directory, redis_server, postgres_server, name, polls, **settings
+        ) as deployment:
+            yield deployment
+
+    return deployment

@@ -8,7 +8,7 @@ import pytest
 
 from cloudvote.bootstrap import build_monolith, load_catalog
 from cloudvote.config import Settings
-from cloudvote.domain.polls import InvalidPollDefinition
+from cloudvote.domain.polls import InvalidPollDefinition, PollCatalog
 
 VOTER = "0123456789abcdef0123456789abcdef"
 
@@ -44,19 +44,16 @@ def test_a_missing_polls_file_fails_naming_it(tmp_path: Path) -> None:
 
 
 def test_the_monolith_votes_drains_and_counts_through_one_sqlite_file(tmp_path: Path) -> None:
-    components = build_monolith(Settings(data_dir=str(tmp_path)))
+    monolith = build_monolith(Settings(data_dir=str(tmp_path)))
     try:
-        assert components.caster is not None
-        assert components.drainer is not None
-        assert components.results is not None
-        components.caster.cast("default", "b", VOTER)
-        components.drainer.drain_once()
+        monolith.caster.cast("default", "b", VOTER)
+        monolith.drainer.drain_once()
 
-        assert components.results.results("default").counts == {"a": 0, "b": 1}
-        for check in components.readiness.values():
+        assert monolith.live.view.results("default").counts == {"a": 0, "b": 1}
+        for check in monolith.readiness.values():
             check()
     finally:
-        components.close()
+        monolith.close()
 
     assert (tmp_path / "cloudvote.db").is_file()
 
@@ -64,7 +61,6 @@ def test_the_monolith_votes_drains_and_counts_through_one_sqlite_file(tmp_path: 
 def test_the_monolith_releases_the_claims_of_a_killed_run_at_start(tmp_path: Path) -> None:
     killed = build_monolith(Settings(data_dir=str(tmp_path)))
     try:
-        assert killed.caster is not None and killed.drainer is not None
         killed.caster.cast("default", "a", VOTER)
         # Its worker received the vote and was killed before committing it.
         assert len(killed.drainer.source.receive(10, 0)) == 1
@@ -73,8 +69,18 @@ def test_the_monolith_releases_the_claims_of_a_killed_run_at_start(tmp_path: Pat
 
     restarted = build_monolith(Settings(data_dir=str(tmp_path)))
     try:
-        assert restarted.drainer is not None
         # A fresh start must not wait for the claim idle timeout to pick the vote up.
         assert len(restarted.drainer.source.receive(10, 0)) == 1
     finally:
         restarted.close()
+
+
+def test_a_catalog_loaded_already_is_used_as_given(tmp_path: Path) -> None:
+    catalog = PollCatalog.default_catalog("Tea", "Coffee")
+
+    monolith = build_monolith(Settings(data_dir=str(tmp_path)), catalog)
+    try:
+        assert monolith.catalog is catalog
+        assert monolith.caster.catalog is catalog
+    finally:
+        monolith.close()

@@ -177,9 +177,19 @@ def test_data_dir_setting_is_used_as_given(tmp_path: Path) -> None:
     assert Settings(data_dir=str(tmp_path)).resolved_data_dir() == tmp_path
 
 
-def test_data_dir_defaults_under_xdg_data_home(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+def test_data_dir_defaults_under_xdg_data_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"XDG_DATA_HOME": str(tmp_path)})
 
-    assert Settings().resolved_data_dir() == tmp_path / "cloudvote"
+    assert settings.resolved_data_dir() == tmp_path / "cloudvote"
+
+
+def test_the_worker_defaults_to_port_8080_unless_port_is_set() -> None:
+    assert Settings.from_env({}, service="worker").port == 8080
+    assert Settings.from_env({"PORT": "9000"}, service="worker").port == 9000
+    assert Settings.from_env({}, service="worker", port=7000).port == 7000
+    assert Settings.from_env({}, service="vote").port == 5000
+
+
+def test_the_metrics_directory_is_read_from_prometheus_multiproc_dir() -> None:
+    assert Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": "/run/m"}).metrics_dir == "/run/m"
+    assert Settings.from_env({}).metrics_dir == ""

@@ -3,7 +3,8 @@
 # same contract: POSTGRES_PASSWORD[_FILE], POSTGRES_USER (default postgres), POSTGRES_DB
 # (default $POSTGRES_USER), POSTGRES_INITDB_ARGS, POSTGRES_HOST_AUTH_METHOD (default
 # scram-sha-256), and *.sql / *.sh files in /docker-entrypoint-initdb.d on first start.
-# It runs as root (then drops to postgres) or directly as postgres (`user: postgres`).
+# It runs as root (then drops to postgres), as postgres, or as any other uid, which needs
+# no passwd entry: initdb gets one from nss_wrapper, as in the official entrypoint.
 set -Eeuo pipefail
 
 # VAR_FILE names a file holding VAR's value (Docker and Kubernetes secrets).
@@ -31,7 +32,7 @@ fi
 if [[ "$1" == "postgres" && "$(id -u)" == "0" ]]; then
     install -d -o postgres -g postgres -m 0700 "$PGDATA"
     install -d -o postgres -g postgres -m 3777 /var/run/postgresql
-    exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+    exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
 if [[ "$1" == "postgres" && ! -s "$PGDATA/PG_VERSION" ]]; then
@@ -45,10 +46,25 @@ if [[ "$1" == "postgres" && ! -s "$PGDATA/PG_VERSION" ]]; then
     fi
     mkdir -p "$PGDATA"
     chmod 0700 "$PGDATA" 2>/dev/null || true
+    # initdb insists that the current uid has a passwd entry. With none (a uid picked by
+    # the platform, such as 10999), fake one for initdb alone, the way the official
+    # entrypoint does: nss_wrapper answers getpwuid() from a file of our own.
+    nss=()
+    if ! getent passwd "$(id -u)" >/dev/null; then
+        for wrapper in /usr/lib/*/libnss_wrapper.so /usr/lib/libnss_wrapper.so; do
+            [[ -s "$wrapper" ]] || continue
+            passwd="$(mktemp)" group="$(mktemp)"
+            printf 'postgres:x:%s:%s:PostgreSQL:%s:/bin/false\n' "$(id -u)" "$(id -g)" "$PGDATA" >"$passwd"
+            printf 'postgres:x:%s:\n' "$(id -g)" >"$group"
+            nss=(env LD_PRELOAD="$wrapper" NSS_WRAPPER_PASSWD="$passwd" NSS_WRAPPER_GROUP="$group")
+            break
+        done
+    fi
     # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a list of words, as upstream.
-    initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
+    "${nss[@]}" initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
         --auth-local=trust --auth-host="$auth" --encoding=UTF8 --locale=C.UTF-8 \
         ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA" >/dev/null
+    if ((${#nss[@]})); then rm -f "$passwd" "$group"; fi
     printf "listen_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
     printf 'host all all all %s\n' "$auth" >>"$PGDATA/pg_hba.conf"
 
@@ -60,7 +76,11 @@ if [[ "$1" == "postgres" && ! -s "$PGDATA/PG_VERSION" ]]; then
     fi
     for f in /docker-entrypoint-initdb.d/*; do
         case "$f" in
-            *.sh) echo "running $f"; . "$f" ;;
+            *.sh)
+                echo "running $f"
+                # shellcheck source=/dev/null # the image user's own scripts, unknown here.
+                . "$f"
+                ;;
             *.sql) echo "running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
             *) [[ -e "$f" ]] && echo "ignoring $f" ;;
         esac

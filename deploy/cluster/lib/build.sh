@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds the cluster's binaries from upstream Go modules into $BIN_DIR. Sourced by `up`.
 #
 # Each component is a wrapper module under deploy/cluster/src whose go.mod and go.sum pin

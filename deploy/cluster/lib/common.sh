@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings and helpers for deploy/cluster/{up,down,status,load-images}.
 # Sourced, not run. Every path the cluster writes is under $CLUSTER_HOME or $RUN_DIR, so
 # `down` can remove exactly what `up` made.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Configuration files for containerd, CNI, the kubelet and kube-proxy. Sourced by `up`.
 
 write_configs() {

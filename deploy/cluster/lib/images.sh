@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Container images for the cluster's own add-ons, and loading images into the node's
 # containerd without a registry. Sourced by `up` and `load-images`.
 
@@ -6,13 +7,16 @@
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # static_image TAG BINARY UID: a FROM scratch image holding one static binary, run as UID.
-static_image() {
+# A subshell, so that its EXIT trap removes the build context however it ends (a failed
+# build dies) without replacing a trap of the script that sourced this file.
+static_image() (
     local tag=$1 binary=$2 uid=$3 context
     if docker image inspect "$tag" >/dev/null 2>&1 &&
         [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.binary-sha256"}}' "$tag")" == "$(sha256sum <"$BIN_DIR/$binary" | cut -c1-64)" ]]; then
         return 0
     fi
     context=$(mktemp -d)
+    trap 'rm -rf "$context"' EXIT
     cp "$BIN_DIR/$binary" "$context/$binary"
     cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
@@ -24,9 +28,8 @@ DOCKERFILE
     # The classic builder: BuildKit needs the buildx plugin here, and a FROM scratch image
     # with one COPY needs nothing BuildKit adds.
     DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null || die "docker build of $tag failed"
-    rm -rf "$context"
     say "  built $tag"
-}
+)
 
 build_addon_images() {
     # The pod sandbox: pause.c compiled static, so the image needs no libc.
@@ -69,9 +72,37 @@ normalize_image() {
     echo "$name"
 }
 
-# overlay_images DIR: every image the workloads of a rendered kustomize directory name.
+# overlay_images DIR: every image the workloads of a rendered kustomize directory name,
+# from each pod template's containers, init containers and ephemeral containers. The YAML
+# is parsed with PyYAML, from the repository's virtualenv (`make deps`) or the system's
+# python3 (Debian's python3-yaml).
 overlay_images() {
-    local rendered
+    local rendered python=$REPO_DIR/.venv/bin/python
+    [[ -x $python ]] || python=python3
+    "$python" -c 'import yaml' 2>/dev/null ||
+        die "overlay_images needs PyYAML: make deps (or apt-get install python3-yaml)"
     rendered=$(kubectl kustomize "$1") || die "kubectl kustomize $1 failed"
-    awk '$1 == "image:" || $2 == "image:" {print $NF}' <<<"$rendered" | tr -d '"' | sort -u
+    "$python" -c '
+import sys
+
+import yaml
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def images(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in CONTAINER_LISTS and isinstance(value, list):
+                yield from (c["image"] for c in value if isinstance(c, dict) and "image" in c)
+            else:
+                yield from images(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from images(item)
+
+
+for image in sorted({i for doc in yaml.safe_load_all(sys.stdin) for i in images(doc)}):
+    print(image)
+' <<<"$rendered" || die "could not read the images of $1"
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Certificates and kubeconfigs for the local cluster, made with openssl. Sourced by `up`.
 #
 # Two CAs, as kubeadm makes them: the cluster CA signs every serving and client

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from cloudvote.domain.votes import Ballot, stream_id_to_version
+from cloudvote.domain.votes import Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 
 log = logging.getLogger("cloudvote.queue")
@@ -30,6 +30,27 @@ _TRANSIENT = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
 )
+
+
+def stream_fields(ballot: Ballot) -> dict[str, str]:
+    """The flat string mapping a stream message carries (read back by decode_vote)."""
+    return {
+        "poll": ballot.poll_id,
+        "option": ballot.option_id,
+        "voter": ballot.voter_id,
+        "trace": ballot.trace_id,
+        "via": ballot.via,
+    }
+
+
+def stream_id_to_version(message_id: str) -> int:
+    """Map a Redis stream id `<ms>-<seq>` onto one increasing integer: the vote's version.
+
+    The sequence restarts every millisecond and stays far below a million, so
+    ms * 1_000_000 + seq keeps the stream's order and fits a PostgreSQL bigint.
+    """
+    millis, _, sequence = message_id.partition("-")
+    return int(millis) * 1_000_000 + int(sequence or 0)
 
 
 def connect_redis(url: str, password: str = "", socket_timeout: float = 5.0) -> redis.Redis:
@@ -223,7 +244,7 @@ class RedisVoteQueue:
     def enqueue(self, ballot: Ballot) -> str:
         # With `appendfsync always` Redis answers only after the AOF write is on disk, so
         # a returned id is a durable vote.
-        return self._writer.xadd(ballot.to_fields())
+        return self._writer.xadd(stream_fields(ballot))
 
     def depth(self) -> int:
         # Acknowledged messages are deleted at once, so the length is what is still owed.

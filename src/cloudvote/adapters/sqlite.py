@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from cloudvote.domain.pipeline import (
     REPLICA_WINDOW_S,
@@ -151,6 +152,25 @@ class SqliteDatabase:
             self._local.conn = None
 
 
+class _ClaimStatements(NamedTuple):
+    """Pick the first matching rows, then claim exactly those (the same condition twice)."""
+
+    select: str
+    claim: str
+
+
+_UNCLAIMED = _ClaimStatements(
+    "SELECT id, poll, option, voter, trace, via FROM queue WHERE claimed_at IS NULL"
+    " ORDER BY id LIMIT ?",
+    "UPDATE queue SET claimed_at = ? WHERE id BETWEEN ? AND ? AND claimed_at IS NULL",
+)
+_STALE = _ClaimStatements(
+    "SELECT id, poll, option, voter, trace, via FROM queue WHERE claimed_at < ?"
+    " ORDER BY id LIMIT ?",
+    "UPDATE queue SET claimed_at = ? WHERE id BETWEEN ? AND ? AND claimed_at < ?",
+)
+
+
 class SqliteVoteQueue:
     """A durable queue table: rows are claimed on delivery and deleted on acknowledge."""
 
@@ -193,7 +213,7 @@ class SqliteVoteQueue:
         while True:
             with self._arrived:
                 seen = self._enqueued
-            deliveries = self._claim("claimed_at IS NULL", (), max_count)
+            deliveries = self._claim(_UNCLAIMED, (), max_count)
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
@@ -206,22 +226,17 @@ class SqliteVoteQueue:
 
     def claim_stale_votes(self, min_idle_ms: int, max_count: int) -> list[Delivery]:
         cutoff = time.time() - min_idle_ms / 1000
-        return self._claim("claimed_at < ?", (cutoff,), max_count)
+        return self._claim(_STALE, (cutoff,), max_count)
 
-    def _claim(self, condition: str, params: tuple[object, ...], limit: int) -> list[Delivery]:
+    def _claim(
+        self, statements: _ClaimStatements, params: tuple[object, ...], limit: int
+    ) -> list[Delivery]:
         try:
             with self.database.transaction() as conn:
-                rows = conn.execute(
-                    f"SELECT id, poll, option, voter, trace, via FROM queue WHERE {condition} "  # noqa: S608
-                    "ORDER BY id LIMIT ?",
-                    (*params, limit),
-                ).fetchall()
+                rows = conn.execute(statements.select, (*params, limit)).fetchall()
                 if rows:
                     # The rows picked are exactly those in [first, last] that match.
-                    claim = (
-                        f"UPDATE queue SET claimed_at = ? WHERE id BETWEEN ? AND ? AND {condition}"  # noqa: S608
-                    )
-                    conn.execute(claim, (time.time(), rows[0][0], rows[-1][0], *params))
+                    conn.execute(statements.claim, (time.time(), rows[0][0], rows[-1][0], *params))
         except sqlite3.OperationalError as error:
             raise QueueUnavailable(f"sqlite: {error}") from error
         return [

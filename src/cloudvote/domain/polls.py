@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 # Ids travel in URLs, Redis fields and SQL rows; a small alphabet keeps them safe everywhere.
@@ -94,7 +94,7 @@ class PollCatalog:
         if not self._polls:
             raise InvalidPollDefinition("at least one poll must be defined")
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Poll]:
         return iter(self._polls.values())
 
     def __len__(self) -> int:

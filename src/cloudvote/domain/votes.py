@@ -1,9 +1,10 @@
 """Ballots, accepted votes, and the ordering rule that makes replays harmless.
 
 A voter has at most one vote per poll. Every vote the queue accepts gets a *version*: a
-number that grows in the order the queue accepted the votes (a Redis stream id, a SQLite
-row id). The store keeps, per voter and poll, the vote with the highest version. A message
-replayed after a crash, or delivered out of order, therefore cannot overwrite a newer vote.
+number that grows in the order the queue accepted the votes; how a queue numbers them is
+its adapter's business. The store keeps, per voter and poll, the vote with the highest
+version. A message replayed after a crash, or delivered out of order, therefore cannot
+overwrite a newer vote.
 """
 
 from __future__ import annotations
@@ -31,16 +32,6 @@ class Ballot:
     trace_id: str = ""
     # The vote replica that accepted it, so the results page can show which replicas work.
     via: str = ""
-
-    def to_fields(self) -> dict[str, str]:
-        """The flat string mapping a queue message carries."""
-        return {
-            "poll": self.poll_id,
-            "option": self.option_id,
-            "voter": self.voter_id,
-            "trace": self.trace_id,
-            "via": self.via,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +107,3 @@ def latest_per_voter(votes: Iterable[AcceptedVote]) -> list[AcceptedVote]:
         if current is None or vote.version > current.version:
             newest[vote.key] = vote
     return [newest[key] for key in sorted(newest)]
-
-
-def stream_id_to_version(message_id: str) -> int:
-    """Map a Redis stream id `<ms>-<seq>` onto one increasing integer.
-
-    The sequence restarts every millisecond and stays far below a million, so
-    ms * 1_000_000 + seq keeps the stream's order and fits a PostgreSQL bigint.
-    """
-    millis, _, sequence = message_id.partition("-")
-    return int(millis) * 1_000_000 + int(sequence or 0)

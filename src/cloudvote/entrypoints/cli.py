@@ -10,12 +10,21 @@ cloudvote migrate   create or upgrade the PostgreSQL schema (DATABASE_URL)
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 
 from cloudvote import __version__
+from cloudvote.config import InvalidSetting, MissingSetting, Settings
+from cloudvote.domain.polls import InvalidPollDefinition, PollCatalog
+from cloudvote.observability.logging import configure_logging
+
+# Nothing above imports prometheus-client. It picks its storage from the environment
+# when first imported, so the modules that import it are imported only after
+# _use_metrics_dir has run: the imports inside the functions below are deliberate.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,21 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("vote", "result") and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # prometheus-client picks its storage when first imported, so this comes first:
-        # every server process then writes metrics where /metrics can add them up. The
-        # server removes the directory when it exits (see ServiceServer).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cloudvote-metrics-")
-        os.environ["CLOUDVOTE_OWNS_METRICS_DIR"] = "1"
-    from cloudvote.config import InvalidSetting, MissingSetting, Settings
-    from cloudvote.domain.polls import InvalidPollDefinition
-    from cloudvote.observability.logging import configure_logging
-
     try:
-        settings = Settings.from_env()
-        if args.command == "worker" and args.port is None and "PORT" not in os.environ:
-            settings = settings.with_overrides(port=8080)
-        settings = settings.with_overrides(port=getattr(args, "port", None))
+        settings = Settings.from_env(service=args.command, port=getattr(args, "port", None))
         configure_logging(args.command, settings.log_level)
         return _run(args, settings)
     except (MissingSetting, InvalidSetting, InvalidPollDefinition) as error:
@@ -76,32 +72,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, settings: object) -> int:
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    owns_metrics_dir = False
+    if args.command in ("vote", "result") and not settings.metrics_dir:
+        # Every server process then writes metrics where /metrics can add them up. The
+        # server removes the directory when it exits (see ServiceServer).
+        settings = settings.with_overrides(
+            metrics_dir=tempfile.mkdtemp(prefix="cloudvote-metrics-")
+        )
+        owns_metrics_dir = True
+    _use_metrics_dir(settings.metrics_dir)
     from cloudvote.bootstrap import load_catalog
-    from cloudvote.config import Settings
 
-    assert isinstance(settings, Settings)
-    load_catalog(settings)  # a broken polls file stops every service at start, not later
+    # Loaded once, here, so a broken polls file stops every service at start, not later.
+    catalog = load_catalog(settings)
     if args.command == "dev":
         from cloudvote.entrypoints.monolith import run_monolith
 
         _announce_address(args.host, settings.port)
-        return run_monolith(settings.with_overrides(data_dir=args.data_dir), host=args.host)
-    if args.command == "vote":
-        settings.require_redis_url()
-        return _serve("vote", settings)
-    if args.command == "result":
-        settings.require_database_url()
-        return _serve("result", settings)
+        return run_monolith(
+            settings.with_overrides(data_dir=args.data_dir), host=args.host, catalog=catalog
+        )
+    if args.command in ("vote", "result"):
+        return _serve(args.command, settings, catalog, owns_metrics_dir)
     if args.command == "worker":
         settings.require_redis_url()
         settings.require_database_url()
         from cloudvote.entrypoints.worker import run_worker
 
-        return run_worker(settings)
+        return run_worker(settings, catalog=catalog)
     if args.command == "migrate":
-        import logging
-
         from cloudvote.adapters.postgres import conninfo_with_password, migrate
 
         url = conninfo_with_password(settings.require_database_url(), settings.database_password)
@@ -113,11 +113,16 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     raise AssertionError(args.command)
 
 
+def _use_metrics_dir(directory: str) -> None:
+    """Hand the metrics directory to prometheus-client, which reads it from the
+    environment when first imported (and so before any module that defines a metric)."""
+    if directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
 def _announce_address(host: str, port: int) -> None:
     """Tell the person at the terminal which URL to open, once the monolith has bound its
     socket (its `monolith.listening` log line). On stderr: stdout stays JSON lines."""
-    import logging
-
     # A comparison, not a bind: was the server asked to listen on every interface?
     everywhere = host in ("0.0.0.0", "::", "")  # noqa: S104
     shown = "localhost" if everywhere or host == "127.0.0.1" else host
@@ -137,14 +142,17 @@ def _announce_address(host: str, port: int) -> None:
     logging.getLogger("cloudvote.monolith").addHandler(Announcer(logging.INFO))
 
 
-def _serve(service: str, settings: object) -> int:
-    from cloudvote.config import Settings
+def _serve(service: str, settings: Settings, catalog: PollCatalog, owns_metrics_dir: bool) -> int:
+    if service == "vote":
+        settings.require_redis_url()
+    else:
+        settings.require_database_url()
     from cloudvote.entrypoints.server import ServiceServer
     from cloudvote.entrypoints.web.apps import create_result_app, create_vote_app
 
-    assert isinstance(settings, Settings)
     factory = create_vote_app if service == "vote" else create_result_app
-    ServiceServer(factory, settings, service).run()
+    app_factory = functools.partial(factory, catalog=catalog)
+    ServiceServer(app_factory, settings, service, owns_metrics_dir=owns_metrics_dir).run()
     return 0
 
 

@@ -11,8 +11,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cloudvote.bootstrap import build_monolith
 from cloudvote.config import Settings
+from cloudvote.domain.polls import PollCatalog
 from cloudvote.entrypoints.web.apps import create_monolith_app
-from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE, shutting_down
+from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE
 
 log = logging.getLogger("cloudvote.monolith")
 access_log = logging.getLogger("cloudvote.access")
@@ -52,19 +53,20 @@ def _json_safe(text: str | None) -> str | None:
     return None if text is None else text.replace("\\", "/").replace('"', "'")
 
 
-def run_monolith(settings: Settings, host: str = "127.0.0.1") -> int:
-    components = build_monolith(settings)
-    drainer = components.drainer
-    assert drainer is not None
+def run_monolith(
+    settings: Settings, host: str = "127.0.0.1", catalog: PollCatalog | None = None
+) -> int:
+    monolith = build_monolith(settings, catalog)
+    drainer = monolith.drainer
     worker = threading.Thread(target=drainer.run, name="worker")
-    app = create_monolith_app(components=components, liveness=worker.is_alive)
+    app = create_monolith_app(monolith=monolith, liveness=worker.is_alive)
     # A threaded server: one slow client or open results stream must not block votes.
     server = make_server(host, settings.port, app, threaded=True, request_handler=_RequestHandler)
     worker.start()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("process.stopping", extra={"signal": signal.Signals(signum).name})
-        shutting_down.set()
+        monolith.stopping.set()
         drainer.stop_event.set()
         # shutdown() waits for serve_forever to return, so it cannot run on this thread.
         threading.Thread(target=server.shutdown, name="shutdown").start()
@@ -80,5 +82,5 @@ def run_monolith(settings: Settings, host: str = "127.0.0.1") -> int:
     finally:
         drainer.stop_event.set()
         worker.join()
-        components.close()
+        monolith.close()
     return 0

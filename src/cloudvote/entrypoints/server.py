@@ -7,7 +7,6 @@ flags and variables everywhere, instead of a gunicorn command line per Dockerfil
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -21,7 +20,9 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.http.errors import LimitRequestHeaders
 from gunicorn.workers.ggevent import GeventWorker
+from prometheus_client import multiprocess
 
+from cloudvote.bootstrap import Shape
 from cloudvote.config import Settings
 from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE
 
@@ -59,11 +60,19 @@ RESULT_SPARE_CONNECTIONS = 1000
 
 
 class ServiceServer(BaseApplication):  # type: ignore[misc]
+    """`owns_metrics_dir`: the metrics directory was made for this server, which removes
+    it when it exits."""
+
     def __init__(
-        self, factory: Callable[[Settings], Flask], settings: Settings, service: str
+        self,
+        factory: Callable[[Settings], Flask],
+        settings: Settings,
+        service: str,
+        owns_metrics_dir: bool = False,
     ) -> None:
         self.factory = factory
         self.settings = settings
+        self.owns_metrics_dir = owns_metrics_dir
         self.options: dict[str, Any] = {
             "bind": f"0.0.0.0:{settings.port}",
             "workers": settings.web_concurrency,
@@ -87,8 +96,8 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": _json_logging(service, settings.log_level),
             "on_starting": _raise_open_file_limit,
             "post_worker_init": _end_streams_on_sigterm,
-            "child_exit": _forget_dead_worker_metrics,
-            "on_exit": _remove_metrics_dir,
+            "child_exit": self._forget_dead_worker_metrics,
+            "on_exit": self._remove_metrics_dir,
             "proc_name": f"cloudvote-{service}",
         }
         super().__init__()
@@ -99,6 +108,17 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         return self.factory(self.settings)
+
+    def _forget_dead_worker_metrics(self, server: Any, worker: Any) -> None:
+        if self.settings.metrics_dir:
+            multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                worker.pid, self.settings.metrics_dir
+            )
+
+    def _remove_metrics_dir(self, server: Any) -> None:
+        """Runs in the master only, after every worker has gone."""
+        if self.settings.metrics_dir and self.owns_metrics_dir:
+            shutil.rmtree(self.settings.metrics_dir, ignore_errors=True)
 
 
 class OwnWordsGeventWorker(GeventWorker):  # type: ignore[misc]
@@ -175,26 +195,12 @@ def _json_logging(service: str, level: str) -> dict[str, Any]:
 def _end_streams_on_sigterm(worker: Any) -> None:
     """Wrap gunicorn's SIGTERM handler so open SSE streams finish instead of holding
     the worker until the graceful timeout."""
-    from cloudvote.entrypoints.web.observed import shutting_down
-
+    shape: Shape = worker.wsgi.extensions["cloudvote"]
     previous = signal.getsignal(signal.SIGTERM)
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        shutting_down.set()
+        shape.stopping.set()
         if callable(previous):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, handle)
-
-
-def _remove_metrics_dir(server: Any) -> None:
-    """Runs in the master only, after every worker has gone."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory and os.environ.get("CLOUDVOTE_OWNS_METRICS_DIR") == "1":
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _forget_dead_worker_metrics(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -13,8 +13,9 @@ from flask import Flask, Response, jsonify
 from werkzeug.serving import make_server
 
 from cloudvote.application.draining import VoteDrainer
-from cloudvote.bootstrap import Components, build_worker
+from cloudvote.bootstrap import Worker, build_worker
 from cloudvote.config import Settings
+from cloudvote.domain.polls import PollCatalog
 from cloudvote.entrypoints.web.observed import install_common
 from cloudvote.observability.identity import ServedBy
 
@@ -25,14 +26,19 @@ log = logging.getLogger("cloudvote.worker")
 STUCK_AFTER_SECONDS = 60.0
 
 
-def create_worker_app(components: Components) -> Flask:
-    drainer = components.drainer
-    assert drainer is not None
+def create_worker_app(worker: Worker) -> Flask:
+    drainer = worker.drainer
     app = Flask(__name__)
     # No route here calls Redis or PostgreSQL: the drain loop measures the queue depth,
     # so /healthz, /metrics and /stats answer at once even while a dependency hangs.
-    served_by = ServedBy.describe("worker", components.settings)
-    install_common(app, served_by, components.readiness, liveness=lambda: _loop_alive(drainer))
+    served_by = ServedBy.describe("worker", worker.settings)
+    install_common(
+        app,
+        served_by,
+        worker.readiness,
+        liveness=lambda: _loop_alive(drainer),
+        metrics_dir=worker.settings.metrics_dir,
+    )
 
     @app.get("/stats")
     def stats() -> Response:
@@ -49,11 +55,14 @@ def _loop_alive(drainer: VoteDrainer) -> bool:
     return time.monotonic() - drainer.stats.last_progress < STUCK_AFTER_SECONDS
 
 
-def run_worker(settings: Settings, host: str = "0.0.0.0") -> int:  # noqa: S104 - in a container
-    components = build_worker(settings)
-    drainer = components.drainer
-    assert drainer is not None
-    server = make_server(host, settings.port, create_worker_app(components), threaded=True)
+def run_worker(
+    settings: Settings,
+    host: str = "0.0.0.0",  # noqa: S104 - in a container
+    catalog: PollCatalog | None = None,
+) -> int:
+    worker = build_worker(settings, catalog)
+    drainer = worker.drainer
+    server = make_server(host, settings.port, create_worker_app(worker), threaded=True)
     health_thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
     health_thread.start()
     stop_on_signals(drainer.stop_event)
@@ -62,7 +71,7 @@ def run_worker(settings: Settings, host: str = "0.0.0.0") -> int:  # noqa: S104 
         drainer.run()
     finally:
         server.shutdown()
-        components.close()
+        worker.close()
     return 0
 
 

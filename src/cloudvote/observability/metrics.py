@@ -3,11 +3,10 @@
 Under gunicorn each worker process keeps its own counters; with PROMETHEUS_MULTIPROC_DIR
 set (the CLI does it before the server forks), prometheus-client writes them to files
 and `/metrics` adds them up, so a scrape sees the whole pod, not one random process.
+The directory reaches this module as `Settings.metrics_dir`.
 """
 
 from __future__ import annotations
-
-import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -103,10 +102,13 @@ class PrometheusDrainObserver:
         QUEUE_DEPTH.set(depth)
 
 
-def render_metrics() -> tuple[bytes, str]:
-    """The exposition text for this process, or for all gunicorn workers when forked."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def render_metrics(metrics_dir: str = "") -> tuple[bytes, str]:
+    """The exposition text for this process, or, given the server processes' metrics
+    directory, for all of them."""
+    if metrics_dir:
         registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        prometheus_multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, path=metrics_dir
+        )
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -9,12 +9,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
-from cloudvote.adapters.redis_streams import GroupCommitWriter, RedisVoteQueue, connect_redis
-from cloudvote.domain.votes import Ballot, stream_id_to_version
+from cloudvote.adapters.redis_streams import (
+    GroupCommitWriter,
+    RedisVoteQueue,
+    connect_redis,
+    stream_fields,
+    stream_id_to_version,
+)
+from cloudvote.domain.votes import Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 from tests.support.servers import RedisServer
 from tests.support.waiting import wait_until
@@ -116,7 +123,7 @@ def test_enqueue_writes_the_ballot_fields(
     sent = ballot("b", trace="4bf92f3577b34da6a3ce929d0e0e4736")
     message_id = make_queue().enqueue(sent)
 
-    assert admin.xrange(stream) == [(message_id, sent.to_fields())]
+    assert admin.xrange(stream) == [(message_id, stream_fields(sent))]
 
 
 def test_depth_counts_queued_and_in_flight_votes(make_queue: QueueFactory) -> None:
@@ -205,7 +212,7 @@ def test_concurrent_enqueues_each_get_their_own_distinct_id(
     assert len(stored) == threads * per_thread
     for message_id, sent in returned:
         # The id a caller got back points at that caller's own ballot, not a neighbour's.
-        assert stored[message_id] == sent.to_fields()
+        assert stored[message_id] == stream_fields(sent)
     for mine in results.values():
         versions = [stream_id_to_version(message_id) for message_id, _ in mine]
         assert versions == sorted(versions)  # one thread's votes keep their order
@@ -296,10 +303,18 @@ def test_concurrent_enqueues_all_fail_while_redis_is_down(
 def test_enqueue_recovers_after_redis_hangs_longer_than_a_follower_waits(
     redis_server: RedisServer, admin: redis.Redis, stream: str, clients: list[redis.Redis]
 ) -> None:
+    sending = threading.Event()  # a leader has taken its batch and is sending it
+
+    class SignallingWriter(GroupCommitWriter):
+        def _send(self, batch: list[Any]) -> list[Any]:
+            sending.set()
+            return super()._send(batch)
+
     client = connect_redis(redis_server.url, redis_server.password, socket_timeout=0.5)
     clients.append(client)
-    writer = GroupCommitWriter(client, stream)
+    writer = SignallingWriter(client, stream)
     writer.xadd({"n": "before"})
+    sending.clear()
     outcomes: dict[str, BaseException | str] = {}
 
     def write(name: str, timeout: float) -> None:
@@ -311,7 +326,8 @@ def test_enqueue_recovers_after_redis_hangs_longer_than_a_follower_waits(
     with redis_frozen(redis_server):
         leader = threading.Thread(target=write, args=("leader", 10.0))
         leader.start()
-        time.sleep(0.1)  # the leader is now blocked in its pipeline
+        # The leader has its batch and blocks in its pipeline: the follower waits behind it.
+        assert sending.wait(timeout=5), "the leader never sent its batch"
         follower = threading.Thread(target=write, args=("follower", 0.3))
         follower.start()
         follower.join(timeout=5)
@@ -351,7 +367,7 @@ def test_received_votes_stay_pending_until_acknowledged(
     delivered = queue.receive(max_count=10, block_ms=200)
 
     assert [d.message_id for d in delivered] == ids
-    assert [d.fields for d in delivered] == [b.to_fields() for b in sent]
+    assert [d.fields for d in delivered] == [stream_fields(b) for b in sent]
     assert [d.version for d in delivered] == [stream_id_to_version(i) for i in ids]
     assert admin.xpending(stream, "workers")["pending"] == 3
     assert queue.receive(max_count=10, block_ms=50) == []  # not delivered twice
@@ -486,7 +502,7 @@ def test_ensure_group_while_redis_is_full_does_not_crash_the_worker(
     """Even XGROUP CREATE of an existing group is refused at maxmemory."""
     queue = make_queue()
     queue.ensure_group()
-    with redis_full(admin), contextlib.suppress(QueueUnavailable):
+    with redis_full(admin), pytest.raises(QueueUnavailable):
         queue.ensure_group()
 
 

@@ -7,7 +7,6 @@ a received message stays pending until acknowledged, and the newest version wins
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -19,6 +18,7 @@ from cloudvote.domain.polls import Option, Poll, PollCatalog
 from cloudvote.domain.votes import AcceptedVote, Ballot, decode_vote, latest_per_voter
 from cloudvote.ports.queue import QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
+from tests.support.waiting import wait_until
 
 # Every pending message counts as stale at once, and stale claims run on every pass.
 FAST = DrainSettings(
@@ -44,15 +44,6 @@ def voter(n: int) -> str:
 
 def vote(queue: InMemoryVoteQueue, n: int, option: str, poll: str = "default") -> str:
     return queue.enqueue(Ballot(poll, option, voter(n)))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture
@@ -201,10 +192,10 @@ def test_run_retries_while_the_store_is_down_and_loses_nothing_when_it_returns(
 
     running(drainer)
 
-    assert wait_until(lambda: drainer.stats.retries >= 3)
+    assert wait_until(lambda: drainer.stats.retries >= 3, timeout=5.0, interval=0.005)
     assert queue.depth() == 5
     store.available = True
-    assert wait_until(lambda: queue.depth() == 0)
+    assert wait_until(lambda: queue.depth() == 0, timeout=5.0, interval=0.005)
     assert store.counts("default") == {"a": 2, "b": 3}
 
 
@@ -219,9 +210,9 @@ def test_run_retries_while_the_queue_is_down_and_drains_when_it_returns(
 
     running(drainer)
 
-    assert wait_until(lambda: drainer.stats.retries >= 3)
+    assert wait_until(lambda: drainer.stats.retries >= 3, timeout=5.0, interval=0.005)
     queue.available = True
-    assert wait_until(lambda: store.votes != {} and queue.depth() == 0)
+    assert wait_until(lambda: store.votes != {} and queue.depth() == 0, timeout=5.0, interval=0.005)
     assert store.counts("default") == {"a": 1}
 
 
@@ -337,7 +328,7 @@ def test_setting_stop_event_ends_run(
     drainer: VoteDrainer, running: Callable[[VoteDrainer], threading.Thread]
 ) -> None:
     thread = running(drainer)
-    assert wait_until(lambda: drainer.stats.last_progress > 0)
+    assert wait_until(lambda: drainer.stats.last_progress > 0, timeout=5.0, interval=0.005)
 
     drainer.stop_event.set()
     thread.join(timeout=5)
@@ -369,7 +360,7 @@ def test_run_drains_what_was_queued_before_it_is_stopped(
 
     running(drainer)
 
-    assert wait_until(lambda: queue.depth() == 0)
+    assert wait_until(lambda: queue.depth() == 0, timeout=5.0, interval=0.005)
     assert store.counts("default") == {"a": 250}
     assert drainer.stats.batches >= 3
 
@@ -457,7 +448,7 @@ def test_a_worker_that_cannot_reach_the_queue_says_so_instead_of_going_silent(
 
     running(drainer)
 
-    assert wait_until(lambda: store.workers["w"].queue_depth is None)
+    assert wait_until(lambda: store.workers["w"].queue_depth is None, timeout=5.0, interval=0.005)
     pipeline = store.pipeline()
     assert pipeline.reporting == ("w",)  # alive, not silent
     assert pipeline.lag() is None  # and the lag is unknown, not "none"

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from flask import Flask, Response, jsonify, render_template
 
 from cloudvote.bootstrap import (
-    Components,
+    Monolith,
+    Shape,
     build_monolith,
     build_result_service,
     build_vote_service,
@@ -20,27 +21,27 @@ from cloudvote.entrypoints.web.vote import vote_blueprint
 from cloudvote.observability.identity import ServedBy
 
 
-def create_vote_app(settings: Settings | None = None) -> Flask:
+def create_vote_app(settings: Settings | None = None, catalog: PollCatalog | None = None) -> Flask:
     """The vote service: pages and API that put votes on the queue."""
-    components = build_vote_service(settings or Settings.from_env())
-    app = _base_app("vote", components)
-    assert components.caster is not None
-    app.register_blueprint(vote_blueprint(components.caster))
+    service = build_vote_service(settings or Settings.from_env(), catalog)
+    app = _base_app("vote", service)
+    app.register_blueprint(vote_blueprint(service.caster))
     return app
 
 
-def create_result_app(settings: Settings | None = None) -> Flask:
+def create_result_app(
+    settings: Settings | None = None, catalog: PollCatalog | None = None
+) -> Flask:
     """The result service: tallies from the store, as a page, JSON and a live stream."""
-    components = build_result_service(settings or Settings.from_env())
-    app = _base_app("result", components)
-    assert components.live is not None
-    app.register_blueprint(result_blueprint(components.live))
+    service = build_result_service(settings or Settings.from_env(), catalog)
+    app = _base_app("result", service)
+    app.register_blueprint(result_blueprint(service.live, service.stopping))
     return app
 
 
 def create_monolith_app(
     settings: Settings | None = None,
-    components: Components | None = None,
+    monolith: Monolith | None = None,
     liveness: Callable[[], bool] = lambda: True,
 ) -> Flask:
     """Vote and result on one port, over SQLite; the CLI runs the worker beside it.
@@ -48,22 +49,19 @@ def create_monolith_app(
     `liveness` lets the caller report the worker thread: if it has died, /healthz fails
     so that a supervisor restarts the process instead of leaving votes undrained.
     """
-    components = components or build_monolith(settings or Settings.from_env())
-    app = _base_app("monolith", components, liveness)
-    assert components.caster is not None and components.live is not None
-    app.register_blueprint(vote_blueprint(components.caster))
-    app.register_blueprint(result_blueprint(components.live))
+    monolith = monolith or build_monolith(settings or Settings.from_env())
+    app = _base_app("monolith", monolith, liveness)
+    app.register_blueprint(vote_blueprint(monolith.caster))
+    app.register_blueprint(result_blueprint(monolith.live, monolith.stopping))
     return app
 
 
-def _base_app(
-    service: str, components: Components, liveness: Callable[[], bool] = lambda: True
-) -> Flask:
+def _base_app(service: str, shape: Shape, liveness: Callable[[], bool] = lambda: True) -> Flask:
     app = Flask(__name__)
-    app.extensions["cloudvote"] = components
-    served_by = ServedBy.describe(service, components.settings)
-    install_common(app, served_by, components.readiness, liveness)
-    catalog = components.catalog
+    app.extensions["cloudvote"] = shape
+    served_by = ServedBy.describe(service, shape.settings)
+    install_common(app, served_by, shape.readiness, liveness, shape.settings.metrics_dir)
+    catalog = shape.catalog
 
     @app.get("/api/polls")
     def list_polls() -> Response:
@@ -72,9 +70,7 @@ def _base_app(
     @app.get("/about")
     def about() -> str:
         """What the viewer is looking at, for each shape, with the current one marked."""
-        return render_template(
-            "about.html", polls=list(catalog), docs_url=components.settings.docs_url
-        )
+        return render_template("about.html", polls=list(catalog), docs_url=shape.settings.docs_url)
 
     @app.errorhandler(UnknownPoll)
     def unknown_poll(error: UnknownPoll) -> Response:

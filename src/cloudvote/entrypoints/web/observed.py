@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cloudvote.web")
 
-# Set when the process is asked to stop; long-lived responses (SSE) end when they see it.
-shutting_down = threading.Event()
-
 # Bodies are a vote or a short form; anything larger is refused before it is read.
 MAX_BODY_BYTES = 4096
 # Request headers a browser or script sends are well under 2 KiB; a bloated cookie past
@@ -44,17 +41,31 @@ def install_common(
     served_by: ServedBy,
     readiness: Mapping[str, Callable[[], None]],
     liveness: Callable[[], bool] = lambda: True,
+    metrics_dir: str = "",
 ) -> None:
-    service = served_by.service
+    """What every service answers alike: its probes and metrics, the checks and headers
+    around each request, and errors in cloudvote's words.
+
+    `metrics_dir` is where the server processes write their metrics (PROMETHEUS_MULTIPROC_DIR);
+    empty when this process is the only one.
+    """
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    # Every answer names the instance that served it; the templates show it in the footer.
-    served_by_headers = served_by.headers()
+    # The templates show who served the page in the footer.
     app.context_processor(lambda: {"served_by": served_by})
+    install_request_hooks(app, served_by)
+    install_probes(app, served_by.service, readiness, liveness, metrics_dir)
+    install_error_handlers(app)
 
+
+def install_request_hooks(app: Flask, served_by: ServedBy) -> None:
+    """Refuse what no route should see (oversized, cross-site), and time, trace and name
+    every answer."""
+    # Every answer names the instance that served it.
+    served_by_headers = served_by.headers()
     # Every request passes these two hooks, so they read the WSGI environ directly and
     # look each metric child up once per (route, status), not per request.
-    observers = _RequestMetrics(service)
+    observers = _RequestMetrics(served_by.service)
 
     @app.before_request
     def start_request() -> Response | None:
@@ -90,6 +101,16 @@ def install_common(
         response.headers.extend(served_by_headers)
         return response
 
+
+def install_probes(
+    app: Flask,
+    service: str,
+    readiness: Mapping[str, Callable[[], None]],
+    liveness: Callable[[], bool],
+    metrics_dir: str,
+) -> None:
+    """/healthz, /readyz and /metrics."""
+
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         """Liveness: the process works. Never checks dependencies, so a database
@@ -116,8 +137,12 @@ def install_common(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        body, content_type = render_metrics()
+        body, content_type = render_metrics(metrics_dir)
         return Response(body, content_type=content_type)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every error, werkzeug's or unexpected, answered in cloudvote's words."""
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from cloudvote.application.live_results import LiveResults, StreamLimitReached, Subscription
 from cloudvote.domain.polls import Poll
 from cloudvote.domain.results import PollResults
-from cloudvote.entrypoints.web.observed import error_response, shutting_down
+from cloudvote.entrypoints.web.observed import error_response
 from cloudvote.ports.store import StoreUnavailable
 
 # A comment line keeps idle proxies (nginx, cloud load balancers) from closing the stream.
@@ -32,10 +32,11 @@ RECONNECT_MS = (1000, 5000)
 FULL_RETRY_AFTER_SECONDS = "5"
 
 
-def result_blueprint(live: LiveResults) -> Blueprint:
+def result_blueprint(live: LiveResults, stopping: threading.Event) -> Blueprint:
+    """`stopping` is set when the process is asked to stop: every open stream ends then."""
     catalog = live.view.catalog
     bp = Blueprint("result", __name__)
-    stop_streams_on_shutdown(live)
+    stop_streams_on_shutdown(live, stopping)
 
     @bp.get("/results")
     def default_page() -> Response:
@@ -93,12 +94,12 @@ def result_blueprint(live: LiveResults) -> Blueprint:
     return bp
 
 
-def stop_streams_on_shutdown(live: LiveResults) -> None:
+def stop_streams_on_shutdown(live: LiveResults, stopping: threading.Event) -> None:
     """On SIGTERM, end every open stream at once, so the process exits well within its
     grace period; the browsers reconnect to another pod."""
 
     def wait_then_stop() -> None:
-        shutting_down.wait()
+        stopping.wait()
         live.stop()
 
     threading.Thread(target=wait_then_stop, name="streams-shutdown", daemon=True).start()

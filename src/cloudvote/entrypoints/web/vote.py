@@ -67,10 +67,9 @@ def vote_blueprint(caster: VoteCaster) -> Blueprint:
                 400, 'the body is not a JSON object; expected {"option": "<option id>"}'
             )
         option = body.get("option")
-        problem = _option_problem(option)
-        if problem is not None:
+        if not isinstance(option, str) or not option:
+            problem = _option_problem(option)
             return _rejected(400, f'{problem}; expected {{"option": "<option id>"}}')
-        assert isinstance(option, str)
         voter_id, is_new = _voter_id()
         failure = _cast(caster, poll_id, option, voter_id)
         if failure is not None:
@@ -97,15 +96,14 @@ def _page(catalog: PollCatalog, poll: Poll) -> Response:
     return _with_voter_cookie(response, voter_id, is_new)
 
 
-def _option_problem(option: object) -> str | None:
-    """What is wrong with the "option" of a JSON vote, in words a client can act on."""
+def _option_problem(option: object) -> str:
+    """What is wrong with the "option" of a JSON vote (not a non-empty string), in words a
+    client can act on."""
     if option is None:
         return 'missing "option"'
     if not isinstance(option, str):
         return f'"option" must be a string, not {_JSON_TYPES.get(type(option), "a value")}'
-    if not option:
-        return '"option" must not be empty'
-    return None
+    return '"option" must not be empty'
 
 
 _JSON_TYPES = {
