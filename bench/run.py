@@ -14,9 +14,10 @@ from bench.ingest import measure_ingest
 from bench.machine import describe_machine
 from bench.server_models import measure_server_models
 from bench.stack import running_stack
+from bench.vm_vs_container import measure_vm_vs_container
 
 RESULTS = Path(__file__).with_name("results")
-HARNESSES = ("ingest", "drain", "freshness", "fanout", "models")
+HARNESSES = ("ingest", "drain", "freshness", "fanout", "models", "vm_vs_container")
 
 
 def main() -> None:
@@ -42,6 +43,9 @@ def main() -> None:
                 figures = measure_fanout(stack, quick=args.quick)
             elif name == "models":
                 figures = measure_server_models(stack, quick=args.quick)
+            elif name == "vm_vs_container":
+                # Needs no part of the stack: its own VMs and containers (plus a PNG).
+                figures = measure_vm_vs_container(quick=args.quick, results=RESULTS)
             else:
                 raise SystemExit(f"unknown harness {name!r}; choose from {HARNESSES}")
             record = {"harness": name, "measured_at": started, "machine": machine, **figures}
