@@ -9,33 +9,18 @@ They never skip: an unreachable cluster is a failure.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.kube import kubectl, temporary_namespace
-from tests.support.opt_in import tier_requested
+from tests.support.kube import require_cluster, temporary_namespace
+from tests.support.opt_in import collected_when_requested
 
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not tier_requested(
-        config, HERE, "CLOUDVOTE_CLUSTER_TESTS"
-    ):
-        return True
-    return None
+pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_CLUSTER_TESTS")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def cluster_reachable() -> None:
-    result = kubectl("cluster-info", check=False, timeout=30)
-    if result.returncode != 0:
-        pytest.fail(
-            "no cluster answers in the current kubectl context "
-            f"(start one with deploy/cluster/up):\n{result.stderr}",
-            pytrace=False,
-        )
+    require_cluster()
 
 
 @pytest.fixture(scope="module")

@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.compose.project import REPO, TIMINGS, Project, run
-from tests.support.opt_in import tier_requested
+from tests.support.opt_in import collected_when_requested, timings_summary
 
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not tier_requested(
-        config, HERE, "CLOUDVOTE_COMPOSE_TESTS"
-    ):
-        return True
-    return None
+pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_COMPOSE_TESTS")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TIMINGS:
-        terminalreporter.section("compose timings")
-        for name, seconds in TIMINGS.items():
-            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+pytest_terminal_summary = timings_summary("compose timings", TIMINGS)
 
 
 @pytest.fixture(scope="session")

@@ -15,21 +15,13 @@ import pytest
 
 from tests.support.client import Client
 from tests.support.probes import probe_latencies, timed_get
-from tests.support.services import Deployment, ServiceProcess, deployment_fixture
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture, polls_file
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-POLLS = {
-    "polls": [
-        {"id": "default", "question": "Cats or Dogs?", "options": [{"id": "a"}, {"id": "b"}]},
-        *(
-            {"id": poll, "options": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}
-            for poll in ("hundred", "every-stream", "page", "crowd", "capped")
-        ),
-    ]
-}
+POLLS = polls_file("hundred", "every-stream", "page", "crowd", "capped")
 HTTP_TIMEOUT = 10.0
 DRAIN_SECONDS = 20.0
 # Every stream's first event: it carries the counts the process already holds.

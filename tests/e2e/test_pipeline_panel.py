@@ -16,15 +16,11 @@ from playwright.sync_api import Browser, Page, expect
 
 from cloudvote import __version__
 from tests.support.client import Client
-from tests.support.services import Deployment, ServiceProcess, deployment_fixture
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture, polls_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-POLLS = {
-    "polls": [
-        {"id": "default", "question": "Cats or Dogs?", "options": [{"id": "a"}, {"id": "b"}]},
-    ]
-}
+POLLS = polls_file()
 # A worker counts as silent 3 s after its last report (domain/pipeline.py); the result
 # service reads the reports once a second and pushes a change at once.
 SILENT_SECONDS = 8.0

@@ -24,31 +24,23 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import Client
 from tests.support.servers import PostgresServer, RedisServer
-from tests.support.services import Deployment, ServiceProcess, deployment_fixture
+from tests.support.services import Deployment, ServiceProcess, deployment_fixture, polls_file
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-POLLS = {
-    "polls": [
-        {"id": "default", "question": "Cats or Dogs?", "options": [{"id": "a"}, {"id": "b"}]},
-        *(
-            {"id": poll, "options": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}
-            for poll in (
-                "api",
-                "tracing",
-                "metrics",
-                "redis-outage",
-                "worker-down",
-                "redis-full",
-                "late-worker",
-                "shutdown",
-                "postgres-outage",
-                "poison",
-            )
-        ),
-    ]
-}
+POLLS = polls_file(
+    "api",
+    "tracing",
+    "metrics",
+    "redis-outage",
+    "worker-down",
+    "redis-full",
+    "late-worker",
+    "shutdown",
+    "postgres-outage",
+    "poison",
+)
 DRAIN_SECONDS = 20.0
 
 

@@ -46,7 +46,7 @@ from tests.kubernetes.scenarios import (
     wait_stored,
     waiting_reason,
 )
-from tests.support.kube import Manifest, condition, get_json, kubectl
+from tests.support.kube import Manifest, condition, get_json, kubectl, require_cluster
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -56,8 +56,7 @@ VOTE = "app.kubernetes.io/name=vote"
 
 @pytest.fixture(scope="module", autouse=True)
 def baseline() -> Iterator[str]:
-    if kubectl("cluster-info", check=False, timeout=30).returncode != 0:
-        pytest.fail("no cluster answers in the current kubectl context", pytrace=False)
+    require_cluster()
     yield deploy_baseline()
     remove_namespace()
 

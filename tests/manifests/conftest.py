@@ -15,17 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.manifests.k8s import Doc, RenderError, kustomize_binary, render, render_targets
-from tests.support.opt_in import tier_requested
+from tests.support.opt_in import collected_when_requested
 
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not tier_requested(
-        config, HERE, "CLOUDVOTE_MANIFEST_TESTS"
-    ):
-        return True
-    return None
+pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_MANIFEST_TESTS")
 
 
 _RENDERED: dict[str, list[Doc]] = {}

@@ -13,154 +13,110 @@ from __future__ import annotations
 
 from typing import Any
 
-_METADATA: dict[str, Any] = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-    "additionalProperties": False,
+_STRING: dict[str, Any] = {"type": "string"}
+_STRING_MAP = {"type": "object", "additionalProperties": _STRING}
+
+
+def _int(minimum: int | None = None) -> dict[str, Any]:
+    return {"type": "integer"} if minimum is None else {"type": "integer", "minimum": minimum}
+
+
+def _strict(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """An object that allows exactly `properties`, as strict field validation would."""
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return schema | {"properties": properties}
+
+
+def _resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    metadata = _strict(
+        {"name": _STRING, "namespace": _STRING, "labels": _STRING_MAP, "annotations": _STRING_MAP},
+        "name",
+    )
+    return _strict(
+        {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
+        *("apiVersion", "kind", "metadata", "spec"),
+    )
+
+
+_SCALE_TARGET = {"apiVersion": _STRING, "kind": _STRING, "name": _STRING}
+_AUTHENTICATION_KINDS = ["TriggerAuthentication", "ClusterTriggerAuthentication"]
+_TRIGGER = {
+    "type": _STRING,
+    "name": _STRING,
+    "useCachedMetrics": {"type": "boolean"},
+    "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+    # KEDA's trigger metadata is a map of strings: numbers must be quoted ("2000"), a
+    # common mistake this catches.
+    "metadata": _STRING_MAP,
+    "authenticationRef": _strict(
+        {"name": _STRING, "kind": {"enum": _AUTHENTICATION_KINDS}}, "name"
+    ),
+}
+_HPA_CONFIG = {
+    "name": _STRING,
+    # Checked against the autoscaling/v2 schema by the test.
+    "behavior": {"type": "object"},
 }
 
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-
-SCALED_OBJECT: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "name": {"type": "string"},
-                        "envSourceContainerName": {"type": "string"},
-                    },
-                },
-                "pollingInterval": {"type": "integer", "minimum": 1},
-                "cooldownPeriod": {"type": "integer", "minimum": 0},
-                "initialCooldownPeriod": {"type": "integer", "minimum": 0},
-                "idleReplicaCount": {"type": "integer", "minimum": 0},
-                "minReplicaCount": {"type": "integer", "minimum": 0},
-                "maxReplicaCount": {"type": "integer", "minimum": 1},
-                "fallback": {
-                    "type": "object",
-                    "required": ["failureThreshold", "replicas"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "failureThreshold": {"type": "integer"},
-                        "replicas": {"type": "integer"},
-                    },
-                },
-                "advanced": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                # Checked against the autoscaling/v2 schema by the test.
-                                "behavior": {"type": "object"},
-                            },
-                        },
-                    },
-                },
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            "useCachedMetrics": {"type": "boolean"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            # KEDA's trigger metadata is a map of strings: numbers must be
-                            # quoted ("2000"), a common mistake this catches.
-                            "metadata": _STRING_MAP,
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "kind": {
-                                        "enum": [
-                                            "TriggerAuthentication",
-                                            "ClusterTriggerAuthentication",
-                                        ]
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
+SCALED_OBJECT = _resource(
+    "ScaledObject",
+    _strict(
+        {
+            "scaleTargetRef": _strict(_SCALE_TARGET | {"envSourceContainerName": _STRING}, "name"),
+            "pollingInterval": _int(1),
+            "cooldownPeriod": _int(0),
+            "initialCooldownPeriod": _int(0),
+            "idleReplicaCount": _int(0),
+            "minReplicaCount": _int(0),
+            "maxReplicaCount": _int(1),
+            "fallback": _strict(
+                {"failureThreshold": _int(), "replicas": _int()}, "failureThreshold", "replicas"
+            ),
+            "advanced": _strict(
+                {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": _strict(_HPA_CONFIG),
+                }
+            ),
+            "triggers": {
+                "type": "array",
+                "minItems": 1,
+                "items": _strict(_TRIGGER, "type", "metadata"),
             },
         },
-    },
-}
+        "scaleTargetRef",
+        "triggers",
+    ),
+)
 
-TRIGGER_AUTHENTICATION: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "TriggerAuthentication"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "secretTargetRef": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name", "key"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "parameter": {"type": "string"},
-                            "name": {"type": "string"},
-                            "key": {"type": "string"},
-                        },
-                    },
-                },
-                "env": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "parameter": {"type": "string"},
-                            "name": {"type": "string"},
-                            "containerName": {"type": "string"},
-                        },
-                    },
-                },
+TRIGGER_AUTHENTICATION = _resource(
+    "TriggerAuthentication",
+    _strict(
+        {
+            "secretTargetRef": {
+                "type": "array",
+                "items": _strict(
+                    {"parameter": _STRING, "name": _STRING, "key": _STRING},
+                    *("parameter", "name", "key"),
+                ),
             },
-        },
-    },
-}
+            "env": {
+                "type": "array",
+                "items": _strict(
+                    {"parameter": _STRING, "name": _STRING, "containerName": _STRING},
+                    *("parameter", "name"),
+                ),
+            },
+        }
+    ),
+)
 
 SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,

@@ -9,39 +9,28 @@ nodes: that cluster cannot show any of it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.kubernetes.app import REPO, Cloudvote, deploy
 from tests.nodes.cluster import Nodes
-from tests.support.kube import kubectl
-from tests.support.opt_in import tier_requested
+from tests.support.kube import require_cluster
+from tests.support.opt_in import collected_when_requested, timings_summary
 
-HERE = Path(__file__).resolve().parent
 MULTI_NODE_OVERLAY = REPO / "deploy/k8s/overlays/multi-node"
 # Measurements the tests report, printed at the end of the run (the closing notes and
 # docs/kind.md quote them).
 TIMINGS: dict[str, float] = {}
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not tier_requested(config, HERE, "CLOUDVOTE_NODE_TESTS"):
-        return True
-    return None
+pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_NODE_TESTS")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TIMINGS:
-        terminalreporter.section("node-level timings")
-        for name, seconds in TIMINGS.items():
-            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+pytest_terminal_summary = timings_summary("node-level timings", TIMINGS)
 
 
 @pytest.fixture(scope="session")
 def nodes() -> Nodes:
-    if kubectl("cluster-info", check=False, timeout=30).returncode != 0:
-        pytest.fail("no cluster answers in the current kubectl context", pytrace=False)
+    require_cluster()
     found = Nodes.read()
     if len(found.workers) < 2:
         pytest.fail(

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.waiting import wait_until
@@ -44,6 +45,17 @@ def kubectl(
             f"{shlex.join(command)} exited {result.returncode}:\n{result.stderr.strip()}"
         )
     return result
+
+
+def require_cluster() -> None:
+    """Fail, never skip, when no cluster answers in the current kubectl context."""
+    result = kubectl("cluster-info", check=False, timeout=30)
+    if result.returncode != 0:
+        pytest.fail(
+            "no cluster answers in the current kubectl context "
+            f"(start one with deploy/cluster/up or deploy/kind/up):\n{result.stderr}",
+            pytrace=False,
+        )
 
 
 def get_json(*args: str, timeout: float = 60) -> Any:
@@ -245,11 +257,6 @@ def temporary_namespace(prefix: str, labels: dict[str, str] | None = None) -> It
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def pod_names(namespace: str, selector: str) -> list[str]:
-    pods = get_json("pods", "-n", namespace, "-l", selector)["items"]
-    return sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
 
 
 def ready_pods(namespace: str, selector: str) -> list[Manifest]:

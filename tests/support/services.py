@@ -328,6 +328,13 @@ def migrated_deployment(
         deployment.close()
 
 
+def polls_file(*own_polls: str) -> dict[str, object]:
+    """The default Cats-or-Dogs poll, and an a-b-c poll for each test that counts its own."""
+    default = {"id": "default", "question": "Cats or Dogs?", "options": [{"id": "a"}, {"id": "b"}]}
+    own = [{"id": poll, "options": [{"id": o} for o in "abc"]} for poll in own_polls]
+    return {"polls": [default, *own]}
+
+
 def deployment_fixture(name: str, polls: Mapping[str, object], **settings: str) -> Any:
     """A module's `deployment` fixture: its own directory, database `e2e_<name>` and polls,
     shared by the module's tests (tests/e2e/conftest.py starts the processes on it)."""

@@ -9,8 +9,7 @@ import pytest
 from cloudvote.bootstrap import build_monolith, load_catalog
 from cloudvote.config import Settings
 from cloudvote.domain.polls import InvalidPollDefinition, PollCatalog
-
-VOTER = "0123456789abcdef0123456789abcdef"
+from tests.support.fakes import VOTER
 
 
 def test_without_a_polls_file_the_default_poll_is_labelled_by_option_a_and_option_b() -> None:

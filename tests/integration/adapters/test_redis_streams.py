@@ -76,6 +76,14 @@ def make_queue(redis_server: RedisServer, stream: str, clients: list[redis.Redis
     return make
 
 
+@pytest.fixture
+def queue(make_queue: QueueFactory) -> RedisVoteQueue:
+    """The first worker's queue, with its consumer group created."""
+    queue = make_queue()
+    queue.ensure_group()
+    return queue
+
+
 def pending_by_consumer(admin: redis.Redis, stream: str) -> dict[str, int]:
     summary = admin.xpending(stream, "workers")
     return {entry["name"]: int(entry["pending"]) for entry in summary["consumers"]}
@@ -126,9 +134,7 @@ def test_enqueue_writes_the_ballot_fields(
     assert admin.xrange(stream) == [(message_id, stream_fields(sent))]
 
 
-def test_depth_counts_queued_and_in_flight_votes(make_queue: QueueFactory) -> None:
-    queue = make_queue()
-    queue.ensure_group()
+def test_depth_counts_queued_and_in_flight_votes(queue: RedisVoteQueue) -> None:
     for _ in range(5):
         queue.enqueue(ballot())
     assert queue.depth() == 5
@@ -140,11 +146,9 @@ def test_depth_counts_queued_and_in_flight_votes(make_queue: QueueFactory) -> No
 
 
 def test_oldest_waiting_is_when_redis_accepted_the_oldest_vote_still_owed(
-    make_queue: QueueFactory, admin: redis.Redis
+    queue: RedisVoteQueue, admin: redis.Redis
 ) -> None:
     """The results page's worker lag: now minus this, read by the worker."""
-    queue = make_queue()
-    queue.ensure_group()
     assert queue.oldest_waiting() is None
 
     first = queue.enqueue(ballot())
@@ -357,10 +361,8 @@ def test_enqueue_reports_unavailable_while_redis_refuses_writes(
 
 
 def test_received_votes_stay_pending_until_acknowledged(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
-    queue = make_queue()
-    queue.ensure_group()
     sent = [ballot() for _ in range(3)]
     ids = [queue.enqueue(b) for b in sent]
 
@@ -391,11 +393,7 @@ def test_ensure_group_keeps_votes_queued_before_the_group_existed(
     assert [d.message_id for d in queue.receive(max_count=10, block_ms=100)] == [early]
 
 
-def test_receive_waits_at_most_block_ms_when_the_stream_is_empty(
-    make_queue: QueueFactory,
-) -> None:
-    queue = make_queue()
-    queue.ensure_group()
+def test_receive_waits_at_most_block_ms_when_the_stream_is_empty(queue: RedisVoteQueue) -> None:
     started = time.monotonic()
     assert queue.receive(max_count=10, block_ms=300) == []
     assert 0.25 <= time.monotonic() - started < 2.0
@@ -445,10 +443,8 @@ def test_claim_stale_votes_walks_a_backlog_larger_than_one_batch(
 
 
 def test_dead_letter_parks_the_message_with_reason_and_original_id(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
-    queue = make_queue()
-    queue.ensure_group()
     poison = {"poll": "no-such-poll", "option": "a", "voter": "x"}
     poison_id = admin.xadd(stream, poison)
     healthy_id = queue.enqueue(ballot())
@@ -467,11 +463,9 @@ def test_dead_letter_parks_the_message_with_reason_and_original_id(
 
 
 def test_acknowledge_still_works_and_frees_memory_while_redis_is_full(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
     """Draining is the only way out of a full Redis, so the worker must be able to ack."""
-    queue = make_queue()
-    queue.ensure_group()
     ids = [queue.enqueue(ballot()) for _ in range(3)]
     queue.receive(max_count=10, block_ms=100)
 
@@ -482,10 +476,8 @@ def test_acknowledge_still_works_and_frees_memory_while_redis_is_full(
 
 
 def test_dead_letter_while_redis_is_full_is_unavailable_and_keeps_the_message(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
-    queue = make_queue()
-    queue.ensure_group()
     admin.xadd(stream, {"poll": "no-such-poll"})
     [poison] = queue.receive(max_count=10, block_ms=100)
 
@@ -497,22 +489,18 @@ def test_dead_letter_while_redis_is_full_is_unavailable_and_keeps_the_message(
 
 
 def test_ensure_group_while_redis_is_full_does_not_crash_the_worker(
-    make_queue: QueueFactory, admin: redis.Redis
+    queue: RedisVoteQueue, admin: redis.Redis
 ) -> None:
     """Even XGROUP CREATE of an existing group is refused at maxmemory."""
-    queue = make_queue()
-    queue.ensure_group()
     with redis_full(admin), pytest.raises(QueueUnavailable):
         queue.ensure_group()
 
 
 @pytest.mark.parametrize("loss", ["stream deleted", "group destroyed"])
 def test_lost_consumer_group_is_reported_unavailable_then_recreated(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str, loss: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str, loss: str
 ) -> None:
     """Redis restarted without persistence: the worker must not crash, and must go on."""
-    queue = make_queue()
-    queue.ensure_group()
     queue.enqueue(ballot())
     if loss == "stream deleted":
         admin.delete(stream)
@@ -530,10 +518,8 @@ def test_lost_consumer_group_is_reported_unavailable_then_recreated(
 
 
 def test_claim_stale_votes_recreates_a_lost_group(
-    make_queue: QueueFactory, admin: redis.Redis, stream: str
+    queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
-    queue = make_queue()
-    queue.ensure_group()
     admin.delete(stream)
 
     with pytest.raises(QueueUnavailable):
@@ -542,10 +528,8 @@ def test_claim_stale_votes_recreates_a_lost_group(
 
 
 def test_receive_and_acknowledge_fail_as_unavailable_while_redis_is_down(
-    redis_server: RedisServer, make_queue: QueueFactory, admin: redis.Redis, stream: str
+    redis_server: RedisServer, queue: RedisVoteQueue, admin: redis.Redis, stream: str
 ) -> None:
-    queue = make_queue()
-    queue.ensure_group()
     message_id = queue.enqueue(ballot())
     delivered: list[Delivery] = queue.receive(max_count=10, block_ms=100)
     redis_server.stop()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from cloudvote.adapters.redis_streams import stream_fields, stream_id_to_version
 from cloudvote.domain.votes import Ballot
-
-VOTER = "0123456789abcdef0123456789abcdef"
+from tests.support.fakes import VOTER
 
 
 def test_ballot_fields_are_flat_strings_for_the_queue() -> None:

@@ -20,10 +20,7 @@ from cloudvote.domain.pipeline import REPLICA_WINDOW_S, WorkerReport
 from cloudvote.domain.votes import AcceptedVote, Ballot
 from cloudvote.ports.queue import QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
-
-
-def voter(n: int) -> str:
-    return f"{n:032x}"
+from tests.support.fakes import voter
 
 
 def ballot(n: int, option: str = "a", poll: str = "default", trace: str = "") -> Ballot:

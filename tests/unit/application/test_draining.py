@@ -14,10 +14,10 @@ import pytest
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
 from cloudvote.application.draining import DrainSettings, VoteDrainer
 from cloudvote.domain.pipeline import WorkerReport
-from cloudvote.domain.polls import Option, Poll, PollCatalog
 from cloudvote.domain.votes import AcceptedVote, Ballot, decode_vote, latest_per_voter
 from cloudvote.ports.queue import QueueUnavailable
 from cloudvote.ports.store import StoreUnavailable
+from tests.support.fakes import CATALOG, FakeClock, voter
 from tests.support.waiting import wait_until
 
 # Every pending message counts as stale at once, and stale claims run on every pass.
@@ -30,30 +30,9 @@ FAST = DrainSettings(
     backoff_max_s=0.05,
 )
 
-CATALOG = PollCatalog(
-    [
-        *PollCatalog.default_catalog(),
-        Poll("lunch", "Lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
-    ]
-)
-
-
-def voter(n: int) -> str:
-    return f"{n:032x}"
-
 
 def vote(queue: InMemoryVoteQueue, n: int, option: str, poll: str = "default") -> str:
     return queue.enqueue(Ballot(poll, option, voter(n)))
-
-
-@pytest.fixture
-def queue() -> InMemoryVoteQueue:
-    return InMemoryVoteQueue()
-
-
-@pytest.fixture
-def store() -> InMemoryVoteStore:
-    return InMemoryVoteStore()
 
 
 @pytest.fixture
@@ -366,16 +345,6 @@ def test_run_drains_what_was_queued_before_it_is_stopped(
 
 
 # -- what the worker tells the results page (the pipeline panel) -------------------------------
-
-
-class FakeClock:
-    """Seconds since the epoch, moved by hand."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_worker_that_starts_on_a_backlog_reports_it_and_signs_the_batch_it_applied() -> None:

@@ -20,25 +20,15 @@ from cloudvote.application.live_results import (
 from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
 from cloudvote.domain.pipeline import WorkerReport
-from cloudvote.domain.polls import Option, Poll, PollCatalog, UnknownPoll
+from cloudvote.domain.polls import UnknownPoll
 from cloudvote.domain.votes import AcceptedVote
+from tests.support.fakes import CATALOG, FakeClock
 
-CATALOG = PollCatalog(
-    [
-        *PollCatalog.default_catalog(),
-        Poll("lunch", "Lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
-    ]
-)
 WAIT = 5.0
 
 
 def vote(voter: int, option: str = "a", poll: str = "default", version: int = 0) -> AcceptedVote:
     return AcceptedVote(poll, option, f"{voter:032x}", version or voter)
-
-
-@pytest.fixture
-def store() -> InMemoryVoteStore:
-    return InMemoryVoteStore()
 
 
 @pytest.fixture
@@ -312,14 +302,6 @@ def test_a_first_read_that_fails_unexpectedly_gives_its_slot_back(
 
 
 # -- the pipeline panel's state, shared by every stream -------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def next_with_pipeline(subscription: Subscription, after: int = 0) -> Snapshot:

@@ -6,25 +6,10 @@ import pytest
 
 from cloudvote.adapters.memory import InMemoryVoteStore
 from cloudvote.application.results import ResultsView
-from cloudvote.domain.polls import Option, Poll, PollCatalog, UnknownPoll
+from cloudvote.domain.polls import UnknownPoll
 from cloudvote.domain.votes import AcceptedVote
 from cloudvote.ports.store import StoreUnavailable
-
-CATALOG = PollCatalog(
-    [
-        *PollCatalog.default_catalog(),
-        Poll("lunch", "Lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
-    ]
-)
-
-
-def voter(n: int) -> str:
-    return f"{n:032x}"
-
-
-@pytest.fixture
-def store() -> InMemoryVoteStore:
-    return InMemoryVoteStore()
+from tests.support.fakes import CATALOG, voter
 
 
 @pytest.fixture

@@ -9,13 +9,7 @@ from cloudvote.application.voting import VoteCaster
 from cloudvote.domain.polls import PollCatalog, UnknownOption, UnknownPoll
 from cloudvote.domain.votes import Ballot, InvalidVote
 from cloudvote.ports.queue import QueueUnavailable
-
-VOTER = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-def queue() -> InMemoryVoteQueue:
-    return InMemoryVoteQueue()
+from tests.support.fakes import VOTER
 
 
 @pytest.fixture

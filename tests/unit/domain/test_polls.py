@@ -14,10 +14,7 @@ from cloudvote.domain.polls import (
     UnknownOption,
     UnknownPoll,
 )
-
-
-def _lunch() -> Poll:
-    return Poll("lunch", "What for lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad")))
+from tests.support.fakes import LUNCH
 
 
 def test_catalog_from_mapping_keeps_polls_options_and_labels_in_file_order() -> None:
@@ -116,18 +113,17 @@ def test_default_catalog_labels_options_with_the_given_option_labels() -> None:
 def test_catalog_default_is_the_poll_named_default_even_when_not_first() -> None:
     default = Poll("default", "Cats or Dogs?", (Option("a", "Cats"), Option("b", "Dogs")))
 
-    assert PollCatalog([_lunch(), default]).default is default
+    assert PollCatalog([LUNCH, default]).default is default
 
 
 def test_catalog_default_is_the_first_poll_when_none_is_named_default() -> None:
-    lunch = _lunch()
     pets = Poll("pets", "Pets?", (Option("cats", "Cats"), Option("dogs", "Dogs")))
 
-    assert PollCatalog([lunch, pets]).default is lunch
+    assert PollCatalog([LUNCH, pets]).default is LUNCH
 
 
 def test_unknown_poll_names_the_poll_and_is_a_poll_error() -> None:
-    catalog = PollCatalog([_lunch()])
+    catalog = PollCatalog([LUNCH])
 
     with pytest.raises(UnknownPoll) as caught:
         catalog.require("dinner")
@@ -138,10 +134,8 @@ def test_unknown_poll_names_the_poll_and_is_a_poll_error() -> None:
 
 
 def test_unknown_option_message_names_every_valid_option() -> None:
-    poll = _lunch()
-
     with pytest.raises(UnknownOption) as caught:
-        poll.require_option("soup")
+        LUNCH.require_option("soup")
 
     error = caught.value
     assert str(error) == "unknown option 'soup' for poll 'lunch'; valid options: pizza, salad"
@@ -150,11 +144,11 @@ def test_unknown_option_message_names_every_valid_option() -> None:
 
 
 def test_require_option_returns_the_option_with_its_label() -> None:
-    assert _lunch().require_option("salad") == Option("salad", "Salad")
+    assert LUNCH.require_option("salad") == Option("salad", "Salad")
 
 
 def test_zero_counts_has_every_option_at_zero_in_definition_order() -> None:
-    counts = _lunch().zero_counts()
+    counts = LUNCH.zero_counts()
 
     assert counts == {"pizza": 0, "salad": 0}
     assert list(counts) == ["pizza", "salad"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudvote.adapters.redis_streams import stream_fields
-from cloudvote.domain.polls import Option, Poll, PollCatalog, UnknownOption, UnknownPoll
+from cloudvote.domain.polls import PollCatalog, UnknownOption, UnknownPoll
 from cloudvote.domain.votes import (
     AcceptedVote,
     Ballot,
@@ -15,15 +15,14 @@ from cloudvote.domain.votes import (
     is_valid_voter_id,
     latest_per_voter,
 )
+from tests.support.fakes import CATALOG, VOTER
 
-VOTER = "0123456789abcdef0123456789abcdef"
 OTHER_VOTER = "fedcba9876543210fedcba9876543210"
 
 
 @pytest.fixture
 def catalog() -> PollCatalog:
-    lunch = Poll("lunch", "Lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad")))
-    return PollCatalog([*PollCatalog.default_catalog(), lunch])
+    return CATALOG
 
 
 def test_cast_ballot_returns_a_ballot_for_a_known_poll_and_option(catalog: PollCatalog) -> None:

@@ -22,18 +22,11 @@ from cloudvote.application.results import ResultsView
 from cloudvote.application.voting import VoteCaster
 from cloudvote.bootstrap import Monolith, ResultService, VoteService
 from cloudvote.config import Settings
-from cloudvote.domain.polls import Option, Poll, PollCatalog
 from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
 from cloudvote.entrypoints.web.result import result_blueprint
 from cloudvote.entrypoints.web.vote import vote_blueprint
+from tests.support.fakes import CATALOG, FakeClock
 
-CATALOG = PollCatalog(
-    [
-        *PollCatalog.default_catalog(),
-        Poll("lunch", "What for lunch?", (Option("pizza", "Pizza"), Option("salad", "Salad"))),
-    ]
-)
-VOTER = "0123456789abcdef0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
 POD = {"POD_NAME": "cloudvote-6d5f-x7k2p", "NODE_NAME": "node-3", "CLOUDVOTE_RELEASE": "r7"}
@@ -104,16 +97,6 @@ def harness() -> Iterator[Harness]:
 @pytest.fixture
 def client(harness: Harness) -> FlaskClient:
     return harness.client
-
-
-class FakeClock:
-    """Seconds since the epoch, moved by hand: the store's clock."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -16,7 +16,8 @@ from cloudvote.bootstrap import VoteService
 from cloudvote.config import Settings
 from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
 from cloudvote.entrypoints.web.vote import vote_blueprint
-from tests.unit.entrypoints.conftest import CATALOG, Shown, monolith_on_fakes, result_app, vote_app
+from tests.support.fakes import CATALOG
+from tests.unit.entrypoints.conftest import Shown, monolith_on_fakes, result_app, vote_app
 
 
 def test_the_polls_api_lists_every_poll_with_its_options(client: FlaskClient) -> None:

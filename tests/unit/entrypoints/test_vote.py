@@ -9,7 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.unit.entrypoints.conftest import PARENT_SPAN, TRACE_ID, VOTER, Harness, Shown
+from tests.support.fakes import VOTER
+from tests.unit.entrypoints.conftest import PARENT_SPAN, TRACE_ID, Harness, Shown
 
 
 def _set_cookies(response: TestResponse, name: str) -> list[str]:

@@ -9,7 +9,7 @@ from cloudvote.application.draining import DrainSettings, VoteDrainer
 from cloudvote.bootstrap import Worker
 from cloudvote.config import Settings
 from cloudvote.entrypoints.worker import STUCK_AFTER_SECONDS, create_worker_app
-from tests.unit.entrypoints.conftest import CATALOG
+from tests.support.fakes import CATALOG
 
 
 def _worker() -> tuple[Worker, InMemoryVoteQueue]:
