@@ -11,6 +11,7 @@ stream location. The configs are parsed, not run: no nginx is needed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloudvote.entrypoints.web.observed import BODY_TOO_LARGE, HEADERS_TOO_LARGE
 from tests.manifests.k8s import REPO, Doc, by_kind, find, quantity
 
 CONFIGS = {
@@ -321,3 +323,21 @@ def test_result_hpa_scales_on_memory_before_pods_reach_the_cap(
     env = {e["name"]: e.get("value") for e in container["env"]}
     at_cap = memory_at_cap(int(env.get("WEB_CONCURRENCY") or 2), int(env["RESULT_MAX_STREAMS"]))
     assert quantity(metrics["memory"]["averageValue"]) <= 0.75 * at_cap, target
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_gateways_refusals_use_the_apps_own_words(name: str) -> None:
+    """nginx cannot import the apps' messages, so its copies are checked against them:
+    a client refused by the gateway reads what the app would have said."""
+    server = gateway(name).server
+    answers = {}
+    for path in ("/_errors/headers-too-large", "/_errors/body-too-large"):
+        ((status, body),) = values(child(server, "location", "=", path), "return")
+        # The body ends in nginx's escaped newline, not part of the JSON.
+        answers[path] = (int(status), json.loads(body.removesuffix("\\n")))
+
+    assert answers["/_errors/headers-too-large"] == (
+        431,
+        {"error": HEADERS_TOO_LARGE, "status": 431},
+    )
+    assert answers["/_errors/body-too-large"] == (413, {"error": BODY_TOO_LARGE, "status": 413})
