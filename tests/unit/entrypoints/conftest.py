@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from flask import Flask, Response
 from flask.testing import FlaskClient
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
 from cloudvote.application.draining import DrainSettings, VoteDrainer
@@ -42,15 +43,29 @@ class Harness:
     store: InMemoryVoteStore
     statuses: list[int] = field(default_factory=list)
 
-    def drain(self) -> None:
+    def drain(self, worker: str = "worker") -> None:
         """Run the worker's logic once, as the monolith's background thread would."""
-        VoteDrainer(CATALOG, self.queue, self.store, DRAIN_ONCE).drain_once()
+        VoteDrainer(CATALOG, self.queue, self.store, DRAIN_ONCE, name=worker).drain_once()
 
     def results(self, poll: str = "default") -> dict[str, object]:
         response = self.client.get(f"/api/polls/{poll}/results")
         assert response.status_code == 200
         body: dict[str, object] = response.get_json()
         return body
+
+    def refused(self, response: WerkzeugResponse, status: int) -> str:
+        """The message of a `status` answer in cloudvote's error shape, nothing queued."""
+        assert response.status_code == status
+        assert self.queue.depth() == 0
+        if response.is_json:
+            body = response.get_json()
+            assert body == {"error": body["error"], "status": status}
+            return str(body["error"])
+        text = response.get_data(as_text=True)
+        if response.mimetype == "text/plain":
+            assert text.startswith(f"{status} ") and text.endswith("\n")
+            return text.removeprefix(f"{status} ").removesuffix("\n")
+        return text
 
 
 def monolith_on_fakes(
@@ -60,11 +75,7 @@ def monolith_on_fakes(
     live: LiveResults | None = None,
     max_streams: int = 100,
 ) -> Monolith:
-    caster = VoteCaster(CATALOG, queue)
-    if settings is None:
-        settings = Settings()
-    else:
-        caster = VoteCaster(CATALOG, queue, settings.instance_name())
+    settings = settings or Settings()
     if live is None:
         view = ResultsView(CATALOG, store)
         changes = PollingTallyChanges(interval_s=0.01)
@@ -72,7 +83,7 @@ def monolith_on_fakes(
     return Monolith(
         settings=settings,
         catalog=CATALOG,
-        caster=caster,
+        caster=VoteCaster(CATALOG, queue, settings.instance_name()),
         live=live,
         drainer=VoteDrainer(CATALOG, queue, store, DRAIN_ONCE),
         readiness={"queue": queue.ping, "store": store.ping},
@@ -99,19 +110,12 @@ def client(harness: Harness) -> FlaskClient:
     return harness.client
 
 
-@dataclass
-class Shown:
+@dataclass(kw_only=True)
+class Shown(Harness):
     """A monolith on fakes, with a pod's identity and the pipeline panel switched on."""
 
-    app: Flask
-    client: FlaskClient
-    queue: InMemoryVoteQueue
-    store: InMemoryVoteStore
     live: LiveResults
     clock: FakeClock
-
-    def drain(self, worker: str = "worker-1") -> None:
-        VoteDrainer(CATALOG, self.queue, self.store, DRAIN_ONCE, name=worker).drain_once()
 
 
 def shown_monolith(
@@ -134,7 +138,7 @@ def shown() -> Iterator[Shown]:
     clock = FakeClock()
     monolith, queue, store, live = shown_monolith(Settings.from_env(POD), clock)
     app = create_monolith_app(monolith=monolith)
-    yield Shown(app, app.test_client(), queue, store, live, clock)
+    yield Shown(app, app.test_client(), queue, store, live=live, clock=clock)
     live.stop()
 
 

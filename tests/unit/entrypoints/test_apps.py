@@ -11,12 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cloudvote.adapters.memory import InMemoryVoteQueue, InMemoryVoteStore
-from cloudvote.application.voting import VoteCaster
-from cloudvote.bootstrap import VoteService
 from cloudvote.config import Settings
-from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
-from cloudvote.entrypoints.web.vote import vote_blueprint
-from tests.support.fakes import CATALOG
+from cloudvote.entrypoints.web.apps import create_monolith_app
 from tests.unit.entrypoints.conftest import Shown, monolith_on_fakes, result_app, vote_app
 
 
@@ -42,15 +38,7 @@ def test_the_polls_api_lists_every_poll_with_its_options(client: FlaskClient) ->
 
 def test_the_vote_app_alone_serves_no_result_routes() -> None:
     queue = InMemoryVoteQueue()
-    service = VoteService(
-        settings=Settings(),
-        catalog=CATALOG,
-        caster=VoteCaster(CATALOG, queue),
-        readiness={"queue": queue.ping},
-    )
-    app = _base_app("vote", service)
-    app.register_blueprint(vote_blueprint(service.caster))
-    client = app.test_client()
+    client = vote_app(Settings(), queue).test_client()
 
     assert client.post("/", data={"vote": "a"}).status_code == 303
     assert client.get("/api/polls/default/results").status_code == 404

@@ -22,30 +22,24 @@ def root_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["--version"])
-
-    assert stopped.value.code == 0
-    assert capsys.readouterr().out.strip() == f"cloudvote {__version__}"
-
-
-def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        cli.main([])
-
-    assert stopped.value.code == 2
-    assert "required" in capsys.readouterr().err
-
-
-def test_a_port_that_is_not_a_number_is_refused_by_the_parser(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(
+    ("argv", "code", "out", "err"),
+    [
+        (["--version"], 0, f"cloudvote {__version__}\n", ""),
+        ([], 2, "", "required"),
+        (["worker", "--port", "eighty"], 2, "", "invalid int value"),
+    ],
+    ids=["version", "a-subcommand-is-required", "port-not-a-number"],
+)
+def test_the_parser_exits_at_once_with_its_code_and_its_words(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, out: str, err: str
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
-        cli.main(["worker", "--port", "eighty"])
+        cli.main(argv)
 
-    assert stopped.value.code == 2
-    assert "invalid int value" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert (stopped.value.code, captured.out) == (code, out)
+    assert err in captured.err
 
 
 @pytest.mark.parametrize(
