@@ -48,13 +48,17 @@ e2e: deps test-deps
 	$(BIN)/python -m pytest tests/e2e
 
 ## lint: ruff over the Python, shellcheck over every shell script in scripts/ and deploy/
-## (scripts/lint-shell installs Debian's shellcheck the first time, as root or with sudo)
+## (scripts/lint-shell installs Debian's shellcheck the first time, as root or with sudo),
+## hadolint over every Dockerfile (.hadolint.yaml), actionlint over the forge workflow
+## (built from its Go module by scripts/k8s-tools, once)
 lint: deps
 	$(UV) lock --check --python $(PYTHON) --quiet
 	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/lint-imports
 	scripts/lint-shell
+	git ls-files -z -- Dockerfile '*/Dockerfile' | xargs -0 $(BIN)/hadolint
+	$$(scripts/k8s-tools path actionlint) .github/workflows/*.yml
 
 typecheck: deps
 	$(BIN)/mypy
