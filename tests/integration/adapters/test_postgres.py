@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import psycopg
 import pytest
@@ -24,6 +24,7 @@ from cloudvote.application.pipeline import PipelineView
 from cloudvote.domain.pipeline import REPLICA_WINDOW_S, WorkerReport, WorkerSeen
 from cloudvote.domain.votes import AcceptedVote, latest_per_voter
 from cloudvote.ports.store import StoreUnavailable
+from tests.support.concurrency import run_at_once
 from tests.support.servers import PostgresServer, free_port
 from tests.support.waiting import wait_until
 
@@ -153,25 +154,9 @@ def test_migrate_is_safe_when_four_copies_run_at_once(
     fresh_database: Callable[[], str],
 ) -> None:
     conninfo = fresh_database()
-    start = threading.Barrier(4)
-    applied: list[list[str]] = []
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            start.wait(timeout=10)
-            applied.append(migrate(conninfo))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+    applied = run_at_once(*[partial(migrate, conninfo)] * 4)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert not any(thread.is_alive() for thread in threads)
-    assert errors == []
     assert sorted(applied) == [[], [], [], MIGRATIONS]
     assert query(conninfo, "SELECT count(*) FROM schema_migrations") == [(len(MIGRATIONS),)]
 
@@ -189,47 +174,37 @@ def test_migrate_waits_for_a_server_that_is_not_up_yet_then_gives_up(
 # -- apply -----------------------------------------------------------------------------------
 
 
-def test_first_vote_is_inserted_and_counted(
-    store: PostgresVoteStore, database: str, poll: str
+@pytest.mark.parametrize(
+    ("earlier", "later", "kept"),
+    [
+        pytest.param([], [("a", 10, 1)], ("a", 10), id="the first vote is inserted"),
+        pytest.param([("a", 10)], [("b", 20, 1)], ("b", 20), id="a newer version replaces it"),
+        pytest.param([("a", 1)], [("a", 2, 1)], ("a", 2), id="a revote for the same option"),
+        pytest.param(
+            [("b", 20)],
+            # Arrived late, replayed after a crash, and the same version never wins.
+            [("a", 10, 0), ("b", 20, 0), ("a", 20, 0)],
+            ("b", 20),
+            id="an older or replayed version changes nothing",
+        ),
+    ],
+)
+def test_apply_keeps_each_voters_newest_vote_and_counts_it_once(
+    store: PostgresVoteStore,
+    database: str,
+    poll: str,
+    earlier: list[tuple[str, int]],
+    later: list[tuple[str, int, int]],
+    kept: tuple[str, int],
 ) -> None:
-    assert store.apply([vote(poll, "v1", "a", 10)]) == 1
+    """Each later batch changes as many votes as it says; v2's vote is never touched."""
+    store.apply([vote(poll, "v2", "a", 11), *(vote(poll, "v1", o, n) for o, n in earlier)])
 
-    assert stored_votes(database, poll) == {"v1": ("a", 10)}
-    assert store.counts(poll) == {"a": 1}
+    for option, version, changed in later:
+        assert store.apply([vote(poll, "v1", option, version)]) == changed
 
-
-def test_newer_version_replaces_the_vote_and_moves_the_count(
-    store: PostgresVoteStore, database: str, poll: str
-) -> None:
-    store.apply([vote(poll, "v1", "a", 10), vote(poll, "v2", "a", 11)])
-
-    assert store.apply([vote(poll, "v1", "b", 20)]) == 1
-
-    assert stored_votes(database, poll) == {"v1": ("b", 20), "v2": ("a", 11)}
-    assert nonzero(store.counts(poll)) == {"a": 1, "b": 1}
-
-
-def test_older_or_replayed_version_changes_nothing(
-    store: PostgresVoteStore, database: str, poll: str
-) -> None:
-    store.apply([vote(poll, "v1", "b", 20)])
-
-    assert store.apply([vote(poll, "v1", "a", 10)]) == 0  # arrived late
-    assert store.apply([vote(poll, "v1", "b", 20)]) == 0  # replayed after a crash
-    assert store.apply([vote(poll, "v1", "a", 20)]) == 0  # same version never wins
-
-    assert stored_votes(database, poll) == {"v1": ("b", 20)}
-    assert nonzero(store.counts(poll)) == {"b": 1}
-
-
-def test_revote_for_the_same_option_keeps_the_count(
-    store: PostgresVoteStore, database: str, poll: str
-) -> None:
-    store.apply([vote(poll, "v1", "a", 1)])
-    assert store.apply([vote(poll, "v1", "a", 2)]) == 1
-
-    assert stored_votes(database, poll) == {"v1": ("a", 2)}
-    assert nonzero(store.counts(poll)) == {"a": 1}
+    assert stored_votes(database, poll) == {"v1": kept, "v2": ("a", 11)}
+    assert store.counts(poll) == dict(Counter(["a", kept[0]]))
 
 
 def test_empty_batch_is_a_no_op(store: PostgresVoteStore, poll: str) -> None:
@@ -314,27 +289,13 @@ def test_racing_workers_keep_each_voters_newest_vote_and_exact_tallies(
             )
         plans.append(plan)
     stores = [make_store() for _ in range(racers)]
-    start = threading.Barrier(racers)
-    errors: list[BaseException] = []
 
     def race(store: PostgresVoteStore, plan: list[list[AcceptedVote]]) -> None:
-        try:
-            start.wait(timeout=10)
-            for batch in plan:
-                store.apply(batch)
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+        for batch in plan:
+            store.apply(batch)
 
-    threads = [
-        threading.Thread(target=race, args=(s, p)) for s, p in zip(stores, plans, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_at_once(*(partial(race, s, p) for s, p in zip(stores, plans, strict=True)), timeout=120)
 
-    assert not any(thread.is_alive() for thread in threads)
-    assert errors == []
     newest: dict[str, AcceptedVote] = {}
     for plan in plans:
         for batch in plan:
@@ -369,6 +330,18 @@ def test_a_batch_the_database_refuses_changes_nothing_and_is_not_unavailable(
 
 def seen_worker(store: PostgresVoteStore, worker: str) -> WorkerSeen | None:
     return next((w for w in store.pipeline().workers if w.worker == worker), None)
+
+
+def backdate(conninfo: str, table: str, name: str, seconds: float) -> None:
+    """Make a worker's last report, or a vote replica's last vote, `seconds` old."""
+    stamp, key = (
+        ("reported_at", "worker") if table == "worker_reports" else ("last_vote_at", "replica")
+    )
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            f"UPDATE {table} SET {stamp} = now() - make_interval(secs => %s) WHERE {key} = %s",
+            (seconds, name),
+        )
 
 
 def test_a_batchs_report_and_vote_replicas_are_written_in_its_transaction(
@@ -453,17 +426,8 @@ def test_vote_replicas_count_only_within_the_last_minute(
     store.apply(
         [AcceptedVote(poll, "a", f"v{n}", n + 1, via=r) for n, r in enumerate((old, recent, new))]
     )
-    with psycopg.connect(database) as conn:
-        conn.execute(
-            "UPDATE vote_replicas SET last_vote_at = now() - make_interval(secs => %s)"
-            " WHERE replica = %s",
-            (REPLICA_WINDOW_S + 1, old),
-        )
-        conn.execute(
-            "UPDATE vote_replicas SET last_vote_at = now() - make_interval(secs => %s)"
-            " WHERE replica = %s",
-            (REPLICA_WINDOW_S - 5, recent),
-        )
+    backdate(database, "vote_replicas", old, REPLICA_WINDOW_S + 1)
+    backdate(database, "vote_replicas", recent, REPLICA_WINDOW_S - 5)
 
     listed = [r for r in store.pipeline().vote_replicas if r.endswith(poll)]
 
@@ -476,13 +440,8 @@ def test_the_pipeline_is_stamped_with_the_stores_clock_and_forgets_old_workers(
     gone, here = f"gone-{poll}", f"here-{poll}"
     store.record_report(WorkerReport(gone, 9, None))
     store.record_report(WorkerReport(here, 0, None))
-    with psycopg.connect(database) as conn:
-        conn.execute(
-            "UPDATE worker_reports SET reported_at = now() - interval '61 minutes'"
-            " WHERE worker = %s",
-            (gone,),
-        )
-        [(server_now,)] = conn.execute("SELECT extract(epoch FROM now())::float8").fetchall()
+    backdate(database, "worker_reports", gone, 61 * 60)
+    [(server_now,)] = query(database, "SELECT extract(epoch FROM now())::float8")
 
     pipeline = store.pipeline()
 
@@ -498,25 +457,13 @@ def test_reports_and_replicas_unseen_for_a_day_are_deleted(
 ) -> None:
     worker, replica = f"worker-{poll}", f"vote-{poll}"
     store.apply([AcceptedVote(poll, "a", "v1", 1, via=replica)], WorkerReport(worker, 0, None, 1))
-    with psycopg.connect(database) as conn:
-        conn.execute(
-            "UPDATE worker_reports SET reported_at = now() - interval '25 hours' WHERE worker = %s",
-            (worker,),
-        )
-        conn.execute(
-            "UPDATE vote_replicas SET last_vote_at = now() - interval '25 hours'"
-            " WHERE replica = %s",
-            (replica,),
-        )
+    backdate(database, "worker_reports", worker, 25 * 3600)
+    backdate(database, "vote_replicas", replica, 25 * 3600)
 
     store.record_report(WorkerReport(f"other-{poll}", 0, None))
 
-    assert query(database, "SELECT count(*) FROM worker_reports WHERE worker = %s", worker) == [
-        (0,)
-    ]
-    assert query(database, "SELECT count(*) FROM vote_replicas WHERE replica = %s", replica) == [
-        (0,)
-    ]
+    assert query(database, "SELECT * FROM worker_reports WHERE worker = %s", worker) == []
+    assert query(database, "SELECT * FROM vote_replicas WHERE replica = %s", replica) == []
 
 
 # -- outages ---------------------------------------------------------------------------------
@@ -526,8 +473,7 @@ def test_store_is_unavailable_while_postgres_is_down_and_recovers_after_restart(
     postgres_server: PostgresServer, store: PostgresVoteStore, database: str, poll: str
 ) -> None:
     store.apply([vote(poll, "v1", "a", 1)])
-    postgres_server.stop()
-    try:
+    with postgres_server.down():
         for attempt in (
             lambda: store.apply([vote(poll, "v2", "b", 2)]),
             lambda: store.counts(poll),
@@ -543,8 +489,6 @@ def test_store_is_unavailable_while_postgres_is_down_and_recovers_after_restart(
         shown = PipelineView(store).status()
         assert not shown.store_reachable
         assert shown.as_json()["store_reachable"] is False
-    finally:
-        postgres_server.start()
 
     # The pool replaces the connections the restart broke; no new pool is needed.
     wait_until(store.ping, lambda _: True, timeout=15, what="the pool reconnecting")
@@ -556,15 +500,12 @@ def test_a_pool_created_while_postgres_is_down_works_once_it_is_up(
     postgres_server: PostgresServer, database_url: str, pools: list[ConnectionPool], poll: str
 ) -> None:
     """A worker pod may start before its database: the process must not need a restart."""
-    postgres_server.stop()
-    try:
+    with postgres_server.down():
         pool = create_pool(database_url, postgres_server.password, max_size=2)
         pools.append(pool)
         late_store = PostgresVoteStore(pool, checkout_timeout=1.0)
         with pytest.raises(StoreUnavailable):
             late_store.ping()
-    finally:
-        postgres_server.start()
 
     wait_until(late_store.ping, lambda _: True, timeout=20, what="the pool connecting")
     assert late_store.apply([vote(poll, "v1", "a", 1)]) == 1
@@ -636,12 +577,8 @@ def test_a_replayed_batch_that_changes_nothing_announces_nothing(
 def test_the_feed_reports_a_server_restart_and_then_reconnects(
     postgres_server: PostgresServer, feed: PostgresTallyChanges
 ) -> None:
-    postgres_server.stop()
-    try:
-        with pytest.raises(StoreUnavailable, match="change feed"):
-            feed.wait(5.0)
-    finally:
-        postgres_server.start()
+    with postgres_server.down(), pytest.raises(StoreUnavailable, match="change feed"):
+        feed.wait(5.0)
 
     # Back: the first call reconnects and says it cannot know what it missed.
     wait_until(lambda: feed.wait(0) is None, timeout=30, what="the feed reconnected")

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from cloudvote.adapters.redis_streams import (
 )
 from cloudvote.domain.votes import Ballot
 from cloudvote.ports.queue import Delivery, QueueUnavailable
+from tests.support.concurrency import run_at_once
 from tests.support.servers import RedisServer
 from tests.support.waiting import wait_until
 
@@ -186,38 +188,22 @@ def test_concurrent_enqueues_each_get_their_own_distinct_id(
 ) -> None:
     queue = make_queue()
     threads, per_thread = 16, 40
-    start = threading.Barrier(threads)
-    results: dict[int, list[tuple[str, Ballot]]] = {}
-    errors: list[BaseException] = []
 
-    def produce(index: int) -> None:
-        try:
-            start.wait(timeout=10)
-            mine = []
-            for _ in range(per_thread):
-                sent = ballot(secrets.choice("ab"))
-                mine.append((queue.enqueue(sent), sent))
-            results[index] = mine
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+    def produce() -> list[tuple[str, Ballot]]:
+        sent = [ballot(secrets.choice("ab")) for _ in range(per_thread)]
+        return [(queue.enqueue(b), b) for b in sent]
 
-    workers = [threading.Thread(target=produce, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
-    assert not any(worker.is_alive() for worker in workers)
-    assert errors == []
+    results = run_at_once(*[produce] * threads, timeout=30)
 
     stored = dict(admin.xrange(stream))
-    returned = [pair for mine in results.values() for pair in mine]
+    returned = [pair for mine in results for pair in mine]
     assert len(returned) == threads * per_thread
     assert len({message_id for message_id, _ in returned}) == threads * per_thread
     assert len(stored) == threads * per_thread
     for message_id, sent in returned:
         # The id a caller got back points at that caller's own ballot, not a neighbour's.
         assert stored[message_id] == stream_fields(sent)
-    for mine in results.values():
+    for mine in results:
         versions = [stream_id_to_version(message_id) for message_id, _ in mine]
         assert versions == sorted(versions)  # one thread's votes keep their order
 
@@ -229,24 +215,15 @@ def test_group_commit_hands_the_lead_on_when_batches_are_small(
     clients.append(client)
     writer = GroupCommitWriter(client, stream, max_batch=2)
     threads = 12
-    start = threading.Barrier(threads)
-    ids: dict[int, str] = {}
 
-    def write(index: int) -> None:
-        start.wait(timeout=10)
-        ids[index] = writer.xadd({"n": str(index)}, timeout=10)
+    ids = run_at_once(
+        *(partial(writer.xadd, {"n": str(i)}, timeout=10) for i in range(threads)), timeout=30
+    )
 
-    workers = [threading.Thread(target=write, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
-
-    assert sorted(ids) == list(range(threads))
+    assert len(ids) == threads
     stored = dict(admin.xrange(stream))
-    assert {index: stored[message_id]["n"] for index, message_id in ids.items()} == {
-        i: str(i) for i in range(threads)
-    }
+    # Each caller got the id of its own entry back, not a neighbour's.
+    assert [stored[message_id]["n"] for message_id in ids] == [str(i) for i in range(threads)]
 
 
 def test_enqueue_fails_fast_while_redis_is_down_and_recovers_after_restart(
@@ -254,18 +231,12 @@ def test_enqueue_fails_fast_while_redis_is_down_and_recovers_after_restart(
 ) -> None:
     queue = make_queue()
     before = queue.enqueue(ballot())
-    redis_server.stop()
-    try:
-        started = time.monotonic()
-        with pytest.raises(QueueUnavailable):
-            queue.enqueue(ballot())
-        assert time.monotonic() - started < 3.0
-        with pytest.raises(QueueUnavailable):
-            queue.ping()
-        with pytest.raises(QueueUnavailable):
-            queue.depth()
-    finally:
-        redis_server.start()
+    with redis_server.down():
+        for attempt in (lambda: queue.enqueue(ballot()), queue.ping, queue.depth):
+            started = time.monotonic()
+            with pytest.raises(QueueUnavailable):
+                attempt()
+            assert time.monotonic() - started < 3.0
 
     after = queue.enqueue(ballot())
     assert stream_id_to_version(after) > stream_id_to_version(before)
@@ -278,29 +249,16 @@ def test_concurrent_enqueues_all_fail_while_redis_is_down(
 ) -> None:
     queue = make_queue()
     queue.enqueue(ballot())
-    outcomes: list[BaseException | str] = []
-    redis_server.stop()
-    try:
-        start = threading.Barrier(8)
 
-        def produce() -> None:
-            start.wait(timeout=10)
-            try:
-                outcomes.append(queue.enqueue(ballot()))
-            except QueueUnavailable as error:
-                outcomes.append(error)
+    def produce() -> pytest.ExceptionInfo[QueueUnavailable]:
+        with pytest.raises(QueueUnavailable) as refused:
+            queue.enqueue(ballot())
+        return refused
 
-        workers = [threading.Thread(target=produce) for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=15)
-        assert not any(worker.is_alive() for worker in workers)
-    finally:
-        redis_server.start()
+    with redis_server.down():
+        outcomes = run_at_once(*[produce] * 8, timeout=15)
 
-    assert len(outcomes) == 8
-    assert all(isinstance(outcome, QueueUnavailable) for outcome in outcomes)
+    assert len(outcomes) == 8  # each raised QueueUnavailable: checked in its own thread
     assert queue.enqueue(ballot())  # the writer is not left stuck with a dead leader
 
 
@@ -399,14 +357,20 @@ def test_receive_waits_at_most_block_ms_when_the_stream_is_empty(queue: RedisVot
     assert 0.25 <= time.monotonic() - started < 2.0
 
 
+def received_then_crashed(make_queue: QueueFactory, count: int) -> list[str]:
+    """Ids of `count` votes a consumer received and then died with, still pending on it."""
+    dead = make_queue(consumer="worker-dead")
+    dead.ensure_group()
+    ids = [dead.enqueue(ballot()) for _ in range(count)]
+    assert len(dead.receive(max_count=100, block_ms=100)) == count
+    return ids
+
+
 def test_claim_stale_votes_takes_over_a_dead_consumers_pending_votes(
     make_queue: QueueFactory, admin: redis.Redis, stream: str
 ) -> None:
-    dead = make_queue(consumer="worker-dead")
+    ids = received_then_crashed(make_queue, 4)
     alive = make_queue(consumer="worker-alive")
-    dead.ensure_group()
-    ids = [dead.enqueue(ballot()) for _ in range(4)]
-    assert len(dead.receive(max_count=10, block_ms=100)) == 4  # ...and then it crashes
 
     # Not idle long enough yet: a slow consumer is not robbed.
     assert alive.claim_stale_votes(min_idle_ms=60_000, max_count=10) == []
@@ -423,11 +387,8 @@ def test_claim_stale_votes_takes_over_a_dead_consumers_pending_votes(
 def test_claim_stale_votes_walks_a_backlog_larger_than_one_batch(
     make_queue: QueueFactory, admin: redis.Redis, stream: str
 ) -> None:
-    dead = make_queue(consumer="worker-dead")
+    ids = received_then_crashed(make_queue, 25)
     alive = make_queue(consumer="worker-alive")
-    dead.ensure_group()
-    ids = [dead.enqueue(ballot()) for _ in range(25)]
-    dead.receive(max_count=100, block_ms=100)
     time.sleep(0.15)
 
     claimed: list[str] = []
@@ -532,16 +493,14 @@ def test_receive_and_acknowledge_fail_as_unavailable_while_redis_is_down(
 ) -> None:
     message_id = queue.enqueue(ballot())
     delivered: list[Delivery] = queue.receive(max_count=10, block_ms=100)
-    redis_server.stop()
-    try:
-        with pytest.raises(QueueUnavailable):
-            queue.receive(max_count=10, block_ms=100)
-        with pytest.raises(QueueUnavailable):
-            queue.acknowledge([message_id])
-        with pytest.raises(QueueUnavailable):
-            queue.claim_stale_votes(min_idle_ms=0, max_count=10)
-    finally:
-        redis_server.start()
+    with redis_server.down():
+        for attempt in (
+            partial(queue.receive, max_count=10, block_ms=100),
+            partial(queue.acknowledge, [message_id]),
+            partial(queue.claim_stale_votes, min_idle_ms=0, max_count=10),
+        ):
+            with pytest.raises(QueueUnavailable):
+                attempt()
 
     # The AOF kept the pending entry: the un-acknowledged vote is still owed after restart.
     wait_until(queue.ping, lambda _: True, timeout=10, what="redis answering the queue")

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +34,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def database(db_path: Path) -> Iterator[SqliteDatabase]:
-    database = SqliteDatabase(db_path)
-    yield database
-    database.close()
+    with contextlib.closing(SqliteDatabase(db_path)) as database:
+        yield database
 
 
 @pytest.fixture
@@ -59,12 +58,23 @@ def other_connection(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+@contextlib.contextmanager
+def write_locked(database: SqliteDatabase, path: Path) -> Iterator[None]:
+    """Another connection holds the write lock; ours gives up waiting for it after 50 ms."""
+    database.connection().execute("PRAGMA busy_timeout = 50")
+    with other_connection(path) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            writer.execute("ROLLBACK")
+
+
 # -- the queue ---------------------------------------------------------------------------
 
 
 def test_the_database_file_and_its_directory_are_created(db_path: Path) -> None:
-    database = SqliteDatabase(db_path)
-    database.close()
+    SqliteDatabase(db_path).close()
 
     assert db_path.is_file()
 
@@ -218,14 +228,11 @@ def test_release_claims_makes_a_dead_runs_messages_receivable_again(
     queue.receive(10, 0)  # the previous run received it, then the process was killed
     database.close()
 
-    restarted = SqliteDatabase(db_path)
-    try:
+    with contextlib.closing(SqliteDatabase(db_path)) as restarted:
         new_queue = SqliteVoteQueue(restarted)
         assert new_queue.receive(10, 0) == []
         new_queue.release_claims()
         assert [d.fields["voter"] for d in new_queue.receive(10, 0)] == [voter(1)]
-    finally:
-        restarted.close()
 
 
 def test_message_ids_are_never_reused_even_after_the_queue_empties_and_reopens(
@@ -237,11 +244,8 @@ def test_message_ids_are_never_reused_even_after_the_queue_empties_and_reopens(
     queue.acknowledge([first])
     database.close()
 
-    reopened = SqliteDatabase(db_path)
-    try:
+    with contextlib.closing(SqliteDatabase(db_path)) as reopened:
         later = SqliteVoteQueue(reopened).enqueue(ballot(1, "b"))
-    finally:
-        reopened.close()
 
     # The id is the vote's version: a reused, smaller id would lose the revote.
     assert int(later) > int(first)
@@ -250,14 +254,8 @@ def test_message_ids_are_never_reused_even_after_the_queue_empties_and_reopens(
 def test_enqueue_reports_a_locked_database_as_queue_unavailable(
     database: SqliteDatabase, queue: SqliteVoteQueue, db_path: Path
 ) -> None:
-    database.connection().execute("PRAGMA busy_timeout = 50")
-    with other_connection(db_path) as writer:
-        writer.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(QueueUnavailable, match="locked"):
-                queue.enqueue(ballot(1))
-        finally:
-            writer.execute("ROLLBACK")
+    with write_locked(database, db_path), pytest.raises(QueueUnavailable, match="locked"):
+        queue.enqueue(ballot(1))
 
     assert queue.depth() == 0
 
@@ -267,16 +265,11 @@ def test_acknowledge_reports_a_locked_database_as_queue_unavailable(
 ) -> None:
     message_id = queue.enqueue(ballot(1))
     [delivery] = queue.receive(10, 0)
-    database.connection().execute("PRAGMA busy_timeout = 50")
-    with other_connection(db_path) as writer:
-        writer.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(QueueUnavailable):
-                queue.acknowledge([message_id])
-            with pytest.raises(QueueUnavailable):
-                queue.dead_letter(delivery, "refused")
-        finally:
-            writer.execute("ROLLBACK")
+    with write_locked(database, db_path):
+        with pytest.raises(QueueUnavailable):
+            queue.acknowledge([message_id])
+        with pytest.raises(QueueUnavailable):
+            queue.dead_letter(delivery, "refused")
 
     assert queue.depth() == 1  # still pending: acknowledged on the next try
 
@@ -340,15 +333,23 @@ def test_a_batch_the_store_refuses_writes_nothing(store: SqliteVoteStore) -> Non
     assert store.counts("default") == {}
 
 
-def test_a_failing_tally_read_is_reported_as_store_unavailable(
-    store: SqliteVoteStore, db_path: Path
+@pytest.mark.parametrize(
+    ("break_it", "read"),
+    [
+        ("ALTER TABLE tallies RENAME TO tallies_elsewhere", lambda s: s.counts("default")),
+        ("DROP TABLE worker_reports", SqliteVoteStore.pipeline),
+    ],
+    ids=["tallies", "pipeline"],
+)
+def test_a_failing_read_is_reported_as_store_unavailable(
+    store: SqliteVoteStore, db_path: Path, break_it: str, read: Callable[[SqliteVoteStore], object]
 ) -> None:
     """The result page turns StoreUnavailable into stale counts; anything else is a 500."""
     with other_connection(db_path) as conn:
-        conn.execute("ALTER TABLE tallies RENAME TO tallies_elsewhere")
+        conn.execute(break_it)
 
     with pytest.raises(StoreUnavailable, match="no such table"):
-        store.counts("default")
+        read(store)
 
 
 def test_ping_answers_when_the_database_is_reachable(
@@ -362,23 +363,17 @@ def test_ping_answers_when_the_database_is_reachable(
 
 
 def test_queued_votes_and_stored_votes_survive_reopening_the_database(db_path: Path) -> None:
-    first = SqliteDatabase(db_path)
-    try:
+    with contextlib.closing(SqliteDatabase(db_path)) as first:
         queue, store = SqliteVoteQueue(first), SqliteVoteStore(first)
         queue.enqueue(ballot(1, "a"))
         queue.enqueue(ballot(2, "b"))
         store.apply([AcceptedVote("default", "b", voter(3), 1)])
-    finally:
-        first.close()
 
-    second = SqliteDatabase(db_path)
-    try:
+    with contextlib.closing(SqliteDatabase(db_path)) as second:
         queue, store = SqliteVoteQueue(second), SqliteVoteStore(second)
         assert queue.depth() == 2
         assert [d.fields["voter"] for d in queue.receive(10, 0)] == [voter(1), voter(2)]
         assert store.counts("default") == {"b": 1}
-    finally:
-        second.close()
 
 
 def test_a_committed_vote_is_visible_to_another_connection_at_once(
@@ -436,13 +431,10 @@ def test_a_queue_file_from_before_the_pipeline_gains_its_columns_and_keeps_its_v
         )
     before = time.time()
 
-    database = SqliteDatabase(db_path)
-    try:
+    with contextlib.closing(SqliteDatabase(db_path)) as database:
         queue = SqliteVoteQueue(database)
         [delivery] = queue.receive(10, 0)
         oldest = queue.oldest_waiting()
-    finally:
-        database.close()
 
     assert delivery.fields["via"] == ""
     # Its acceptance time was never written: it counts as waiting since now, not 1970.
@@ -502,13 +494,9 @@ def test_vote_replicas_count_only_within_the_last_minute(
     store.apply([applied(1, via="vote-1"), applied(2, via="vote-2"), applied(3, via="vote-3")])
     now = time.time()
     with other_connection(db_path) as conn:
-        conn.execute(
-            "UPDATE vote_replicas SET last_vote_at = ? WHERE replica = 'vote-1'",
-            (now - REPLICA_WINDOW_S - 1,),
-        )
-        conn.execute(
-            "UPDATE vote_replicas SET last_vote_at = ? WHERE replica = 'vote-2'",
-            (now - REPLICA_WINDOW_S + 5,),
+        conn.executemany(
+            "UPDATE vote_replicas SET last_vote_at = ? WHERE replica = ?",
+            [(now - REPLICA_WINDOW_S - 1, "vote-1"), (now - REPLICA_WINDOW_S + 5, "vote-2")],
         )
 
     assert store.pipeline().vote_replicas == ("vote-2", "vote-3")
@@ -530,13 +518,3 @@ def test_reports_from_workers_silent_for_an_hour_are_left_out(
         )
 
     assert [w.worker for w in store.pipeline().workers] == ["here"]
-
-
-def test_an_unreadable_pipeline_is_reported_as_store_unavailable(
-    store: SqliteVoteStore, db_path: Path
-) -> None:
-    with other_connection(db_path) as conn:
-        conn.execute("DROP TABLE worker_reports")
-
-    with pytest.raises(StoreUnavailable, match="no such table"):
-        store.pipeline()

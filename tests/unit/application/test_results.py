@@ -29,9 +29,21 @@ def test_results_list_every_option_with_the_stored_counts(
     assert not results.stale
 
 
-def test_results_of_an_unknown_poll_raise_unknown_poll(view: ResultsView) -> None:
-    with pytest.raises(UnknownPoll):
-        view.results("dinner")
+@pytest.mark.parametrize(
+    ("store_up", "poll", "error"),
+    [
+        pytest.param(True, "dinner", UnknownPoll, id="an unknown poll"),
+        pytest.param(False, "dinner", UnknownPoll, id="an unknown poll while the store is down"),
+        pytest.param(False, "default", StoreUnavailable, id="store down before any counts"),
+    ],
+)
+def test_results_without_counts_to_show_raise_what_went_wrong(
+    store: InMemoryVoteStore, view: ResultsView, store_up: bool, poll: str, error: type[Exception]
+) -> None:
+    store.available = store_up
+
+    with pytest.raises(error):
+        view.results(poll)
 
 
 def test_store_down_serves_the_last_counts_seen_marked_stale(
@@ -48,15 +60,6 @@ def test_store_down_serves_the_last_counts_seen_marked_stale(
     assert results.as_json()["stale"] is True
 
 
-def test_store_down_before_any_counts_were_seen_raises_store_unavailable(
-    store: InMemoryVoteStore, view: ResultsView
-) -> None:
-    store.available = False
-
-    with pytest.raises(StoreUnavailable):
-        view.results("default")
-
-
 def test_last_known_counts_are_kept_per_poll(store: InMemoryVoteStore, view: ResultsView) -> None:
     view.results("default")
     store.available = False
@@ -64,15 +67,6 @@ def test_last_known_counts_are_kept_per_poll(store: InMemoryVoteStore, view: Res
     assert view.results("default").stale
     with pytest.raises(StoreUnavailable):
         view.results("lunch")
-
-
-def test_unknown_poll_is_reported_even_while_the_store_is_down(
-    store: InMemoryVoteStore, view: ResultsView
-) -> None:
-    store.available = False
-
-    with pytest.raises(UnknownPoll):
-        view.results("dinner")
 
 
 def test_fresh_counts_return_unmarked_once_the_store_is_back(
