@@ -173,27 +173,21 @@ def run_cloudvote(tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
     )
 
 
-def test_vote_without_redis_url_exits_non_zero_naming_redis_url(tmp_path: Path) -> None:
-    result = run_cloudvote(tmp_path, "vote", "--port", str(free_port()))
+@pytest.mark.parametrize(
+    ("command", "missing", "env"),
+    [
+        ("vote", "REDIS_URL", {}),
+        ("result", "DATABASE_URL", {}),
+        ("worker", "DATABASE_URL", {"REDIS_URL": "redis://127.0.0.1:1/0"}),
+    ],
+)
+def test_a_service_without_its_url_exits_non_zero_naming_it(
+    tmp_path: Path, command: str, missing: str, env: dict[str, str]
+) -> None:
+    result = run_cloudvote(tmp_path, command, "--port", str(free_port()), **env)
 
     assert result.returncode != 0
-    assert "REDIS_URL" in result.stderr
-
-
-def test_result_without_database_url_exits_non_zero_naming_database_url(tmp_path: Path) -> None:
-    result = run_cloudvote(tmp_path, "result", "--port", str(free_port()))
-
-    assert result.returncode != 0
-    assert "DATABASE_URL" in result.stderr
-
-
-def test_worker_without_database_url_exits_non_zero_naming_database_url(tmp_path: Path) -> None:
-    result = run_cloudvote(
-        tmp_path, "worker", "--port", str(free_port()), REDIS_URL="redis://127.0.0.1:1/0"
-    )
-
-    assert result.returncode != 0
-    assert "DATABASE_URL" in result.stderr
+    assert missing in result.stderr
 
 
 def test_an_unreadable_password_file_exits_non_zero_naming_the_variable(tmp_path: Path) -> None:

@@ -28,9 +28,9 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-import requests
 
-from tests.support.servers import PostgresServer, RedisServer
+from tests.support.client import Client
+from tests.support.servers import RedisServer
 from tests.support.services import Deployment, deployment_fixture
 from tests.support.waiting import wait_until
 
@@ -245,7 +245,7 @@ class CrashingWorker:
 
 
 def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
-    deployment: Deployment, redis_server: RedisServer, postgres_server: PostgresServer
+    deployment: Deployment, redis_server: RedisServer
 ) -> None:
     started = time.monotonic()
     vote = deployment.start("vote")
@@ -267,9 +267,7 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
 
     with (
         redis_server.client(decode_responses=True) as admin,
-        psycopg.connect(
-            deployment.database_url, password=postgres_server.password, autocommit=True
-        ) as database,
+        deployment.connect(autocommit=True) as database,
     ):
         worker = CrashingWorker(deployment, admin, database)
         for client in clients:
@@ -316,7 +314,7 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
         assert admin.xlen("votes:dead") == 0
 
     expected = {option: 0 for option in OPTIONS} | Counter(ledger.last_accepted.values())
-    with psycopg.connect(deployment.database_url, password=postgres_server.password) as conn:
+    with deployment.connect() as conn:
         rows = conn.execute("SELECT voter_id, option_id FROM votes WHERE poll_id = 'default'")
         stored: dict[str, str] = {str(voter): str(option) for voter, option in rows}
     mismatched = {
@@ -329,13 +327,8 @@ def test_no_vote_is_lost_while_the_worker_is_killed_repeatedly(
     )
     assert len(stored) == VOTERS
 
-    with requests.Session() as http:
-        body = wait_until(
-            lambda: http.get(f"{result.url}/api/polls/default/results", timeout=10).json(),
-            lambda answer: answer["counts"] == expected,
-            timeout=10,
-            what=f"result API counts == {expected}",
-        )
+    with Client(result.url) as http:
+        body = http.wait_for_counts("default", expected, timeout=10)
     assert body == {"poll": "default", "counts": expected, "total": VOTERS}
     assert worker.process.running, worker.process.log_tail()
     print(

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 from collections.abc import Iterator
-from pathlib import Path
+from functools import partial
 
 import pytest
-import requests
 
+from tests.support.client import Client
 from tests.support.probes import Answer, ProbeRun, probe_latencies, timed_get
-from tests.support.servers import PostgresServer, RedisServer
+from tests.support.servers import PostgresServer, RedisServer, processes
 from tests.support.services import Deployment, ServiceProcess, deployment_fixture
 from tests.support.sse_crowd import ThreadedSseCrowd
 from tests.support.waiting import wait_until
@@ -30,7 +29,6 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 POLLS = {"polls": [{"id": "default", "options": [{"id": "a"}, {"id": "b"}]}]}
-HTTP_TIMEOUT = 10.0
 DRAIN_SECONDS = 20.0
 PROBE_BOUND = 0.1
 # /readyz gives up on a hung dependency after ~2 s; 3 s leaves room for a busy machine.
@@ -54,19 +52,6 @@ def result(deployment: Deployment) -> ServiceProcess:
 # -- freezing --------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid`, from /proc (PostgreSQL's backends, checkpointer, ...)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @contextlib.contextmanager
 def frozen(pid: int, with_children: bool = False) -> Iterator[list[int]]:
     """SIGSTOP a server (and its children) for the block; SIGCONT whatever happens.
@@ -79,7 +64,8 @@ def frozen(pid: int, with_children: bool = False) -> Iterator[list[int]]:
     try:
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
-        for child in _children(pid) if with_children else []:
+        children = [c for c, _, ppid, _ in processes() if ppid == pid] if with_children else []
+        for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGSTOP)
                 stopped.append(child)
@@ -99,13 +85,13 @@ def readyz(process: ServiceProcess) -> Answer:
     return timed_get(f"{process.url}/readyz", timeout=READY_BOUND + 2)
 
 
-def wait_ready(*processes: ServiceProcess) -> None:
-    for process in processes:
+def wait_ready(*services: ServiceProcess) -> None:
+    for service in services:
         wait_until(
-            lambda process=process: readyz(process).status,
-            lambda status: status == "200",
+            partial(readyz, service),
+            lambda answer: answer.status == "200",
             timeout=RECOVERY_SECONDS,
-            what=f"{process.command} ready again",
+            what=f"{service.command} ready again",
         )
 
 
@@ -139,15 +125,9 @@ def test_frozen_postgres_leaves_healthz_fast_readyz_503_and_results_still_served
     """Old result: /readyz and the results API hung on the frozen store; the streams'
     threads hung with them."""
     wait_ready(vote, worker, result)
-    with requests.Session() as http:
-        for option in "aab":
-            response = http.post(
-                f"{vote.url}/api/polls/default/votes",
-                json={"option": option},
-                cookies={"voter_id": secrets.token_hex(16)},
-                timeout=HTTP_TIMEOUT,
-            )
-            assert response.status_code == 202
+    ballot = Client(vote.url, keep_alive=False)
+    for option in "aab":
+        assert ballot.vote(option).status_code == 202
     last_counts = {"a": 2, "b": 1}
     stream = f"{result.url}/api/polls/default/results/stream"
     with ThreadedSseCrowd(stream, 10, answer_timeout=5) as crowd:
@@ -160,13 +140,7 @@ def test_frozen_postgres_leaves_healthz_fast_readyz_503_and_results_still_served
             during = crowd.streams()
         wait_ready(result, worker)
         # The change feed is back: a new vote reaches the streams that stayed open.
-        response = requests.post(
-            f"{vote.url}/api/polls/default/votes",
-            json={"option": "b"},
-            cookies={"voter_id": secrets.token_hex(16)},
-            timeout=HTTP_TIMEOUT,
-        )
-        assert response.status_code == 202
+        assert ballot.vote("b").status_code == 202
         resumed = crowd.wait_for_total(4, timeout=DRAIN_SECONDS)
         summary = crowd.summary()
 

@@ -7,19 +7,18 @@ every test while each still checks exact counts.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import Client
@@ -51,13 +50,21 @@ deployment = deployment_fixture("services", POLLS)
 
 
 @pytest.fixture
-def database(
-    deployment: Deployment, postgres_server: PostgresServer
-) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(
-        deployment.database_url, password=postgres_server.password, autocommit=True
-    ) as conn:
+def database(deployment: Deployment) -> Iterator[psycopg.Connection[Any]]:
+    with deployment.connect(autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def ballot(http: Client, vote: ServiceProcess) -> Client:
+    """The visitor at the vote service."""
+    return http.at(vote.url)
+
+
+@pytest.fixture
+def results(http: Client, result: ServiceProcess) -> Client:
+    """The same visitor at the result service."""
+    return http.at(result.url)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -72,22 +79,37 @@ def queue_depth(redis_server: RedisServer) -> int:
         return int(client.xlen("votes"))
 
 
-def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+def wait_for_empty_queue(redis_server: RedisServer) -> None:
+    wait_until(
+        lambda: queue_depth(redis_server),
+        lambda depth: depth == 0,
+        timeout=DRAIN_SECONDS,
+        what="queue drained",
+    )
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def vote_all(ballot: Client, poll: str, options: str) -> None:
+    """One vote per letter of `options`, each by a new voter, each accepted."""
+    for option in options:
+        response = ballot.vote(option, poll)
+        assert response.status_code == 202
+        assert response.json() == {"poll": poll, "option": option, "status": "accepted"}
+
+
+def counts(options: str) -> dict[str, int]:
+    """A poll's a-b-c counts after one vote per letter of `options`."""
+    return {option: options.count(option) for option in "abc"}
+
+
+def metric(text: str, name: str, *, missing_ok: bool = False, **labels: str) -> float:
     """The sum of every sample called `name` whose labels include `labels`."""
     found = [
-        value
-        for (sample, sample_labels), value in metric_samples(text).items()
-        if sample == name and set(labels.items()) <= set(sample_labels)
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
     ]
-    assert found, f"no sample {name}{labels} in:\n{text}"
+    assert found or missing_ok, f"no sample {name}{labels} in:\n{text}"
     return sum(found)
 
 
@@ -95,50 +117,38 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_form_vote_redirects_and_is_counted_in_the_results(
-    http: Client, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
+    ballot: Client, results: Client, worker: ServiceProcess
 ) -> None:
-    page = http.get(f"{vote.url}/")
+    page = ballot.get("/")
     assert page.status_code == 200
-    assert "voter_id" in http.cookies  # the page handed this browser a voter id
+    assert "voter_id" in ballot.cookies  # the page handed this browser a voter id
 
-    first = http.post(f"{vote.url}/", data={"vote": "a"})
+    first = ballot.form_vote("a")
     assert first.status_code == 303
     assert first.headers["Location"] == "/"
-    http.at(result.url).wait_for_counts("default", {"a": 1, "b": 0})
+    results.wait_for_counts("default", {"a": 1, "b": 0})
 
     # Same cookie, new choice: the vote is replaced, not added.
-    second = http.post(f"{vote.url}/", data={"vote": "b"})
+    second = ballot.form_vote("b")
     assert second.status_code == 303
-    body = http.at(result.url).wait_for_counts("default", {"a": 0, "b": 1})
+    body = results.wait_for_counts("default", {"a": 0, "b": 1})
     assert body == {"poll": "default", "counts": {"a": 0, "b": 1}, "total": 1}
 
 
 def test_api_votes_are_accepted_and_counted_exactly(
-    http: Client, vote: ServiceProcess, result: ServiceProcess, worker: ServiceProcess
+    ballot: Client, results: Client, worker: ServiceProcess
 ) -> None:
-    expected = Counter({"a": 0, "b": 0, "c": 0})
-    for option in "abcab":
-        response = http.at(vote.url).vote(option, "api")
-        assert response.status_code == 202
-        assert response.json() == {"poll": "api", "option": option, "status": "accepted"}
-        expected[option] += 1
-
-    body = http.at(result.url).wait_for_counts("api", dict(expected))
-    assert body["total"] == 5
+    vote_all(ballot, "api", "abcab")
+    assert results.wait_for_counts("api", counts("abcab"))["total"] == 5
 
 
 def test_traceparent_follows_the_vote_into_the_store(
-    http: Client,
-    vote: ServiceProcess,
-    worker: ServiceProcess,
-    database: psycopg.Connection[Any],
+    ballot: Client, worker: ServiceProcess, database: psycopg.Connection[Any]
 ) -> None:
     trace_id, parent_span = secrets.token_hex(16), secrets.token_hex(8)
     voter = new_voter()
 
-    response = http.at(vote.url).vote(
-        "a", "tracing", voter, traceparent=f"00-{trace_id}-{parent_span}-01"
-    )
+    response = ballot.vote("a", "tracing", voter, traceparent=f"00-{trace_id}-{parent_span}-01")
 
     assert response.status_code == 202
     assert response.headers["traceparent"].startswith(f"00-{trace_id}-")
@@ -170,38 +180,18 @@ def test_every_service_reports_health_readiness_and_metrics(
     assert metrics.status_code == 200
     assert metrics.headers["Content-Type"].startswith("text/plain")
     # The health request above was counted and timed by the same process.
-    assert (
-        metric(
-            metrics.text,
-            "cloudvote_http_requests_total",
-            service=service,
-            endpoint="/healthz",
-            status="200",
-        )
-        >= 1
-    )
-    assert (
-        metric(
-            metrics.text,
-            "cloudvote_http_request_duration_seconds_count",
-            service=service,
-            endpoint="/healthz",
-        )
-        >= 1
-    )
+    healthz = partial(metric, metrics.text, service=service, endpoint="/healthz")
+    assert healthz("cloudvote_http_requests_total", status="200") >= 1
+    assert healthz("cloudvote_http_request_duration_seconds_count") >= 1
 
 
 def test_metrics_show_votes_accepted_applied_batches_and_queue_depth(
-    http: Client,
-    vote: ServiceProcess,
-    result: ServiceProcess,
-    worker: ServiceProcess,
+    http: Client, ballot: Client, results: Client, worker: ServiceProcess
 ) -> None:
-    for option in "abc":
-        assert http.at(vote.url).vote(option, "metrics").status_code == 202
-    http.at(result.url).wait_for_counts("metrics", {"a": 1, "b": 1, "c": 1})
+    vote_all(ballot, "metrics", "abc")
+    results.wait_for_counts("metrics", counts("abc"))
 
-    vote_metrics = http.get(f"{vote.url}/metrics").text
+    vote_metrics = ballot.get("/metrics").text
     worker_metrics = http.get(f"{worker.url}/metrics").text
 
     # Summed over both gunicorn workers, whichever one took each vote.
@@ -221,13 +211,13 @@ def test_metrics_show_votes_accepted_applied_batches_and_queue_depth(
     ids=["over-the-apps-8-kib", "over-gunicorns-16-kib-field"],
 )
 def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
-    http: Client, redis_server: RedisServer, vote: ServiceProcess, header_bytes: int
+    ballot: Client, redis_server: RedisServer, header_bytes: int
 ) -> None:
     """Past 8 KiB the app answers; past 16 KiB in one field gunicorn refuses the request
     before the app sees it, and its worker class answers in the same words."""
     depth = queue_depth(redis_server)
-    response = http.post(
-        f"{vote.url}/api/polls/api/votes",
+    response = ballot.post(
+        "/api/polls/api/votes",
         json={"option": "a"},
         headers={"X-Tracking": "x" * header_bytes},
     )
@@ -239,18 +229,11 @@ def test_headers_too_large_get_cloudvotes_431_from_gunicorn_and_store_nothing(
 
 
 def test_redis_outage_answers_503_and_loses_no_accepted_vote(
-    http: Client,
-    redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
-    worker: ServiceProcess,
+    http: Client, ballot: Client, results: Client, redis_server: RedisServer, worker: ServiceProcess
 ) -> None:
-    ballot, expected = http.at(vote.url), Counter({"a": 0, "b": 0, "c": 0})
     # Paused, the worker leaves the accepted votes in Redis for the whole outage.
     with worker.paused():
-        for option in "aab":
-            assert ballot.vote(option, "redis-outage").status_code == 202
-            expected[option] += 1
+        vote_all(ballot, "redis-outage", "aab")
         assert queue_depth(redis_server) >= 3
 
         with redis_server.down():
@@ -270,50 +253,42 @@ def test_redis_outage_answers_503_and_loses_no_accepted_vote(
         timeout=10,
         what="vote ready again",
     )
-    assert ballot.vote("c", "redis-outage").status_code == 202
-    expected["c"] += 1
-    http.at(result.url).wait_for_counts("redis-outage", dict(expected))
+    vote_all(ballot, "redis-outage", "c")
+    results.wait_for_counts("redis-outage", counts("aabc"))
     assert worker.running
     assert http.get(f"{worker.url}/readyz").status_code == 200
 
 
 def test_full_redis_answers_503_and_a_worker_still_drains_it(
-    http: Client,
     deployment: Deployment,
+    ballot: Client,
+    results: Client,
     redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
     """A backlog that reached maxmemory (the worker or PostgreSQL was down for long):
     Redis still answers, but refuses every write. Votes must get 503, and a worker must
     drain the backlog, which is what frees the memory."""
-    wait_until(lambda: queue_depth(redis_server), lambda d: d == 0, timeout=DRAIN_SECONDS)
-    ballot, expected = http.at(vote.url), Counter({"a": 0, "b": 0, "c": 0})
+    wait_for_empty_queue(redis_server)
     # The shared worker sits this one out, so a crash here cannot spoil later tests.
-    with worker.paused():
-        for option in "abb":
-            assert ballot.vote(option, "redis-full").status_code == 202
-            expected[option] += 1
-        with redis_server.client() as admin:
-            admin.config_set("maxmemory", "1")
-            try:
-                refused = ballot.vote("c", "redis-full")
-                drainer = deployment.start("worker", wait=False)
-                drained = wait_until(
-                    lambda: queue_depth(redis_server) == 0 or not drainer.running,
-                    timeout=DRAIN_SECONDS,
-                    what="the backlog drained (or the worker dead)",
-                )
-                assert drained and drainer.running, drainer.log_tail()
-            finally:
-                admin.config_set("maxmemory", "0")
-                drainer.close()
+    with worker.paused(), redis_server.client() as admin, contextlib.ExitStack() as undo:
+        vote_all(ballot, "redis-full", "abb")
+        admin.config_set("maxmemory", "1")
+        undo.callback(admin.config_set, "maxmemory", "0")
+        refused = ballot.vote("c", "redis-full")
+        drainer = deployment.start("worker", wait=False)
+        undo.callback(drainer.close)
+        drained = wait_until(
+            lambda: queue_depth(redis_server) == 0 or not drainer.running,
+            timeout=DRAIN_SECONDS,
+            what="the backlog drained (or the worker dead)",
+        )
+        assert drained and drainer.running, drainer.log_tail()
 
     assert refused.status_code == 503
     assert "Retry-After" in refused.headers
-    http.at(result.url).wait_for_counts("redis-full", dict(expected))
-    assert ballot.vote("c", "redis-full").status_code == 202
+    results.wait_for_counts("redis-full", counts("abb"))
+    vote_all(ballot, "redis-full", "c")
 
 
 def vote_once_redis_is_back(ballot: Client, poll: str, option: str) -> None:
@@ -327,13 +302,9 @@ def vote_once_redis_is_back(ballot: Client, poll: str, option: str) -> None:
 
 def queue_retries(process: ServiceProcess) -> float:
     """How often the worker has waited for its queue: each is a failed read and a backoff."""
-    samples = metric_samples(Client(process.url).get("/metrics").text)
+    text = Client(process.url).get("/metrics").text
     # No sample at all before the first wait: the counter's label is created on first use.
-    return sum(
-        value
-        for (name, labels), value in samples.items()
-        if name == "cloudvote_dependency_retries_total" and ("dependency", "queue") in labels
-    )
+    return metric(text, "cloudvote_dependency_retries_total", missing_ok=True, dependency="queue")
 
 
 def wait_for_queue_retries(process: ServiceProcess, more_than: float) -> None:
@@ -347,13 +318,9 @@ def wait_for_queue_retries(process: ServiceProcess, more_than: float) -> None:
 
 
 def test_worker_survives_a_redis_outage_and_resumes(
-    http: Client,
-    redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
-    worker: ServiceProcess,
+    http: Client, ballot: Client, results: Client, redis_server: RedisServer, worker: ServiceProcess
 ) -> None:
-    before = http.at(result.url).results("redis-outage")["counts"]
+    before = results.results("redis-outage")["counts"]
     retries = queue_retries(worker)
     with redis_server.down():
         wait_for_queue_retries(worker, retries)
@@ -361,84 +328,70 @@ def test_worker_survives_a_redis_outage_and_resumes(
         assert http.get(f"{worker.url}/healthz").status_code == 200
         assert http.get(f"{worker.url}/readyz").status_code == 503
 
-    vote_once_redis_is_back(http.at(vote.url), "redis-outage", "b")
-    http.at(result.url).wait_for_counts("redis-outage", {**before, "b": before["b"] + 1})
+    vote_once_redis_is_back(ballot, "redis-outage", "b")
+    results.wait_for_counts("redis-outage", {**before, "b": before["b"] + 1})
 
 
 def test_result_keeps_serving_while_the_worker_is_down_and_catches_up_after(
-    http: Client,
-    redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
-    worker: ServiceProcess,
+    ballot: Client, results: Client, redis_server: RedisServer, worker: ServiceProcess
 ) -> None:
     """Fault isolation (ARCH-04): losing the worker delays results, it breaks nothing."""
-    ballot, results = http.at(vote.url), http.at(result.url)
-    ballot.vote("a", "worker-down")
-    results.wait_for_counts("worker-down", {"a": 1, "b": 0, "c": 0})
+    vote_all(ballot, "worker-down", "a")
+    results.wait_for_counts("worker-down", counts("a"))
     worker.kill()
     try:
-        accepted = [ballot.vote("b", "worker-down").status_code for _ in range(5)]
-        assert accepted == [202] * 5
+        vote_all(ballot, "worker-down", "bbbbb")
         time.sleep(1.0)  # a working worker would have applied them by now
-        assert results.results("worker-down")["counts"] == {"a": 1, "b": 0, "c": 0}
+        assert results.results("worker-down")["counts"] == counts("a")
         assert results.get("/readyz").status_code == 200
         assert ballot.get("/readyz").status_code == 200
         assert queue_depth(redis_server) >= 5
     finally:
         worker.start().wait_healthy()
-    results.wait_for_counts("worker-down", {"a": 1, "b": 5, "c": 0})
+    results.wait_for_counts("worker-down", counts("abbbbb"))
 
 
 def test_worker_started_while_redis_is_down_waits_for_it_instead_of_crashing(
     http: Client,
     deployment: Deployment,
+    ballot: Client,
+    results: Client,
     redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
     """After a node reboot the worker may start before Redis does."""
-    late: ServiceProcess | None = None
     # The shared worker paused, so the late starter is the only one draining.
-    with worker.paused():
-        try:
-            with redis_server.down():
-                late = deployment.start("worker", wait=False)
-                late.wait_healthy(timeout=10)
-                # Not a pause that hopes for the best: its metrics count the failed reads.
-                wait_for_queue_retries(late, 0)
-                assert late.running, late.log_tail()
-                assert http.get(f"{late.url}/readyz").status_code == 503
-            vote_once_redis_is_back(http.at(vote.url), "late-worker", "a")
-            http.at(result.url).wait_for_counts("late-worker", {"a": 1, "b": 0, "c": 0})
-            assert late.running
-        finally:
-            if late is not None:
-                late.close()  # one worker again, for the tests that read its metrics
+    with worker.paused(), contextlib.ExitStack() as undo:
+        with redis_server.down():
+            late = deployment.start("worker", wait=False)
+            undo.callback(late.close)  # one worker again, for the tests that read its metrics
+            late.wait_healthy(timeout=10)
+            # Not a pause that hopes for the best: its metrics count the failed reads.
+            wait_for_queue_retries(late, 0)
+            assert late.running, late.log_tail()
+            assert http.get(f"{late.url}/readyz").status_code == 503
+        vote_once_redis_is_back(ballot, "late-worker", "a")
+        results.wait_for_counts("late-worker", counts("a"))
+        assert late.running
 
 
 def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
     http: Client,
+    ballot: Client,
+    results: Client,
     redis_server: RedisServer,
     postgres_server: PostgresServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
     worker: ServiceProcess,
 ) -> None:
-    poll, ballot, results = "postgres-outage", http.at(vote.url), http.at(result.url)
-    expected = Counter({"a": 1, "b": 1, "c": 0})
-    for option in "ab":
-        assert ballot.vote(option, poll).status_code == 202
-    last_fresh = results.wait_for_counts(poll, dict(expected))
+    poll = "postgres-outage"
+    vote_all(ballot, poll, "ab")
+    last_fresh = results.wait_for_counts(poll, counts("ab"))
     for _ in range(6):  # let both result processes remember the last counts
-        with Client(result.url) as fresh_connection:
+        with Client(results.base_url) as fresh_connection:
             fresh_connection.results(poll)
 
     with postgres_server.down():
-        for option in "cccab":
-            assert ballot.vote(option, poll).status_code == 202  # vote needs only Redis
-            expected[option] += 1
+        vote_all(ballot, poll, "cccab")  # vote needs only Redis
         # The worker cannot commit, so it must not acknowledge: the votes stay queued
         # through the next seconds (each probe below waits out a pool checkout).
         depths = [queue_depth(redis_server)]
@@ -458,13 +411,8 @@ def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
         assert min(depths) >= 5, depths
         assert worker.running, worker.log_tail()
 
-    results.wait_for_counts(poll, dict(expected))
-    wait_until(
-        lambda: queue_depth(redis_server),
-        lambda depth: depth == 0,
-        timeout=DRAIN_SECONDS,
-        what="queue drained",
-    )
+    results.wait_for_counts(poll, counts("abcccab"))
+    wait_for_empty_queue(redis_server)
     assert worker.running
 
 
@@ -472,11 +420,7 @@ def test_postgres_outage_keeps_votes_queued_and_results_stale_until_it_returns(
 
 
 def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
-    http: Client,
-    redis_server: RedisServer,
-    vote: ServiceProcess,
-    result: ServiceProcess,
-    worker: ServiceProcess,
+    http: Client, ballot: Client, results: Client, redis_server: RedisServer, worker: ServiceProcess
 ) -> None:
     with redis_server.client(decode_responses=True) as client:
         unknown_poll = client.xadd(
@@ -487,9 +431,9 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
         refused_by_store = client.xadd(
             "votes", {"poll": "poison", "option": "b", "voter": new_voter(), "trace": "x\x00y"}
         )
-    assert http.at(vote.url).vote("c", "poison").status_code == 202
+    vote_all(ballot, "poison", "c")
 
-    http.at(result.url).wait_for_counts("poison", {"a": 0, "b": 0, "c": 1})
+    results.wait_for_counts("poison", counts("c"))
 
     def dead_letters() -> dict[str, dict[str, str]]:
         with redis_server.client(decode_responses=True) as client:
@@ -518,24 +462,19 @@ def test_sigterm_stops_the_service_with_exit_code_zero_within_ten_seconds(
     deployment: Deployment, http: Client, service: str
 ) -> None:
     process = deployment.start(service)
-    stream: requests.Response | None = None
-    if service == "result":
-        # An open live-results stream must not hold the shutdown back.
-        stream = http.get(f"{process.url}/api/polls/default/results/stream", stream=True)
-        assert stream.status_code == 200
-        assert next(stream.iter_lines())  # the stream is really flowing
-    try:
-        started = time.monotonic()
-        process.send(signal.SIGTERM)
+    with contextlib.ExitStack() as undo:
+        if service == "result":
+            # An open live-results stream must not hold the shutdown back.
+            stream = http.get(f"{process.url}/api/polls/default/results/stream", stream=True)
+            undo.callback(stream.close)
+            assert stream.status_code == 200
+            assert next(stream.iter_lines())  # the stream is really flowing
         try:
-            code = process.wait(timeout=10)
+            code, seconds = process.terminate(timeout=10)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{service} still running 10 s after SIGTERM:\n{process.log_tail()}")
         assert code == 0, process.log_tail()
-        assert time.monotonic() - started < 10
-    finally:
-        if stream is not None:
-            stream.close()
+        assert seconds < 10
 
 
 def test_sigterm_lets_a_busy_worker_finish_and_acknowledge_its_batch(
@@ -559,13 +498,12 @@ def test_sigterm_lets_a_busy_worker_finish_and_acknowledge_its_batch(
             what="the new worker reading from the queue",
         )[0]
 
-        busy.send(signal.SIGTERM)
-        assert busy.wait(timeout=10) == 0, busy.log_tail()
+        assert busy.terminate(timeout=10)[0] == 0, busy.log_tail()
 
         # It left nothing pending: whatever it had received, it committed and acknowledged.
         pending = {c["name"]: c["pending"] for c in client.xinfo_consumers("votes", "workers")}
         assert pending[consumer] == 0
-    wait_until(lambda: queue_depth(redis_server), lambda d: d == 0, timeout=DRAIN_SECONDS)
+    wait_for_empty_queue(redis_server)
 
 
 def test_two_migrations_at_once_both_succeed(

@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 import psycopg
@@ -83,22 +82,25 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is left in process group ``pgid``.
-
-    ``os.killpg(pgid, 0)`` is not enough: orphans are reparented to PID 1, which in a
-    container often does not reap them, and zombies still count as group members.
-    """
+def processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from /proc."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process exited while we were looking
             continue
         # Fields after "(comm)" are: state ppid pgrp ...; comm itself may contain spaces.
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        state, ppid, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        yield int(stat.parent.name), state, int(ppid), int(pgrp)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in process group ``pgid``.
+
+    ``os.killpg(pgid, 0)`` is not enough: orphans are reparented to PID 1, which in a
+    container often does not reap them, and zombies still count as group members.
+    """
+    return any(pgrp == pgid and state != "Z" for _, state, _, pgrp in processes())
 
 
 class _Server:
@@ -152,14 +154,12 @@ class _Server:
                 self._prepare_first_start()
             try:
                 self._launch_and_wait(timeout)
+                break
             except ServerFailed:
-                if attempt + 1 < attempts and "Address already in use" in _log_tail(
-                    self.log_path, 10
-                ):
-                    self.port = free_port()  # lost the race for the port: pick another
-                    continue
-                raise
-            break
+                lost_port_race = "Address already in use" in _log_tail(self.log_path, 10)
+                if attempt + 1 == attempts or not lost_port_race:
+                    raise
+                self.port = free_port()  # lost the race for the port: pick another
         self._started_once = True
         if first:
             self._after_first_start()
@@ -177,23 +177,18 @@ class _Server:
         )
         _RUNNING.add(self)
         deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._reap()
-                raise ServerFailed(
-                    f"{self.name} exited with {code} while starting; log {self.log_path}:\n"
-                    f"{_log_tail(self.log_path)}"
-                )
+        while self._proc.poll() is None and time.monotonic() < deadline:
             if self._ping():
                 return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServerFailed(
-                    f"{self.name} not ready after {timeout}s; log {self.log_path}:\n"
-                    f"{_log_tail(self.log_path)}"
-                )
             time.sleep(0.05)
+        if self._proc.poll() is None:
+            problem = f"not ready after {timeout}s"
+            self.kill()
+        else:
+            problem = f"exited with {self._proc.returncode} while starting"
+            self._reap()
+        tail = _log_tail(self.log_path)
+        raise ServerFailed(f"{self.name} {problem}; log {self.log_path}:\n{tail}")
 
     def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> None:
         proc = self._proc
@@ -251,12 +246,7 @@ class _Server:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -294,25 +284,21 @@ class RedisServer(_Server):
         return f"redis://{self.host}:{self.port}/0"
 
     def _prepare_first_start(self) -> None:
-        self.config_path.write_text(
-            "\n".join(
-                [
-                    f"port {self.port}",
-                    f"bind {self.host}",
-                    f"dir {self.directory}",
-                    "daemonize no",
-                    'logfile ""',
-                    # Durable like production: every write is fsynced before the reply
-                    # (appendfsync only applies while appendonly is yes).
-                    "appendonly yes" if self.appendonly else "appendonly no",
-                    "appendfsync always",
-                    # No RDB snapshots: the AOF alone must be enough to survive a crash.
-                    'save ""',
-                    f"requirepass {self.password}",
-                    "",
-                ]
-            )
-        )
+        settings = [
+            f"port {self.port}",
+            f"bind {self.host}",
+            f"dir {self.directory}",
+            "daemonize no",
+            'logfile ""',
+            # Durable like production: every write is fsynced before the reply
+            # (appendfsync only applies while appendonly is yes).
+            "appendonly yes" if self.appendonly else "appendonly no",
+            "appendfsync always",
+            # No RDB snapshots: the AOF alone must be enough to survive a crash.
+            'save ""',
+            f"requirepass {self.password}",
+        ]
+        self.config_path.write_text("\n".join(settings) + "\n")
 
     def _command(self) -> list[str]:
         return [str(self.binary), str(self.config_path)]
@@ -402,8 +388,7 @@ class PostgresServer(_Server):
         if self._os_user is not None or len(str(self.directory)) > _MAX_SOCKET_DIR_LEN:
             self._private_dir = Path(tempfile.mkdtemp(prefix="cloudvote-pg-"))
             self.cluster_dir = self._private_dir
-            if self._os_user is not None:
-                os.chown(self.cluster_dir, self._os_user.pw_uid, self._os_user.pw_gid)
+            self._chown(self.cluster_dir)
         else:
             self.cluster_dir = self.directory / "cluster"
             self.cluster_dir.mkdir(mode=0o700, exist_ok=True)
@@ -441,22 +426,18 @@ class PostgresServer(_Server):
         if not self.data_dir.exists():
             self._initdb()
         # Rewritten on every first-start attempt because the port may have changed.
+        settings = [
+            f"listen_addresses = '{self.host}'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.socket_dir}'",
+            # Durable like production, so kill() tests really test crash recovery.
+            "fsync = on",
+            "synchronous_commit = on",
+            "full_page_writes = on",
+            "password_encryption = 'scram-sha-256'",
+        ]
         auto_conf = self.data_dir / "postgresql.auto.conf"
-        auto_conf.write_text(
-            "\n".join(
-                [
-                    f"listen_addresses = '{self.host}'",
-                    f"port = {self.port}",
-                    f"unix_socket_directories = '{self.socket_dir}'",
-                    # Durable like production, so kill() tests really test crash recovery.
-                    "fsync = on",
-                    "synchronous_commit = on",
-                    "full_page_writes = on",
-                    "password_encryption = 'scram-sha-256'",
-                    "",
-                ]
-            )
-        )
+        auto_conf.write_text("\n".join(settings) + "\n")
         self._chown(auto_conf)
 
     def _initdb(self) -> None:
@@ -468,19 +449,13 @@ class PostgresServer(_Server):
             result = subprocess.run(
                 [
                     str(self.bin_dir / "initdb"),
-                    "--pgdata",
-                    str(self.data_dir),
-                    "--username",
-                    self.user,
-                    "--pwfile",
-                    str(pwfile),
+                    f"--pgdata={self.data_dir}",
+                    f"--username={self.user}",
+                    f"--pwfile={pwfile}",
                     # Password auth everywhere, so the app's password handling is exercised.
-                    "--auth",
-                    "scram-sha-256",
-                    "--encoding",
-                    "UTF8",
-                    "--locale",
-                    "C",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
                     # Only initdb's own writes skip fsync (saves seconds); the server fsyncs.
                     "--no-sync",
                 ],

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
+import psycopg
 import pytest
 import requests
 
@@ -26,15 +27,7 @@ from tests.support.servers import HOST, PostgresServer, RedisServer, free_port, 
 
 CLOUDVOTE = Path(sys.executable).parent / "cloudvote"
 # Variables from the developer's shell that would change what the services do.
-_FOREIGN_PREFIXES = (
-    "PG",
-    "REDIS_",
-    "DATABASE_",
-    "PROMETHEUS_",
-    "CLOUDVOTE_",
-    "WORKER_",
-    "RESULT_",
-)
+_FOREIGN_PREFIXES = ("PG", "REDIS_", "DATABASE_", "PROMETHEUS_", "CLOUDVOTE_", "WORKER_", "RESULT_")
 _FOREIGN_NAMES = {"PORT", "WEB_CONCURRENCY", "OPTION_A", "OPTION_B", "LOG_LEVEL"}
 STOP_SECONDS = 10.0
 
@@ -293,39 +286,13 @@ class Deployment:
             process.close()
         return process
 
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """An authenticated connection to its database; the caller must close it."""
+        return psycopg.connect(self.database_url, password=self.postgres_server.password, **kwargs)
+
     def close(self) -> None:
         for process in reversed(self.processes):
             process.close()
-
-
-@contextlib.contextmanager
-def migrated_deployment(
-    directory: Path,
-    redis_server: RedisServer,
-    postgres_server: PostgresServer,
-    name: str,
-    polls: Mapping[str, object],
-    **settings: str,
-) -> Iterator[Deployment]:
-    """A Deployment on an empty Redis and a new migrated database `e2e_<name>`, with the
-    polls written to a polls file; every process it started is stopped on exit."""
-    redis_server.flush()
-    polls_file = directory / "polls.json"
-    polls_file.write_text(json.dumps(polls))
-    deployment = Deployment(
-        directory,
-        redis_server,
-        postgres_server,
-        postgres_server.new_database(f"e2e_{name}"),
-        CLOUDVOTE_POLLS_FILE=str(polls_file),
-        **settings,
-    )
-    try:
-        migrate = deployment.run("migrate")
-        assert migrate.returncode == 0, migrate.log_tail()
-        yield deployment
-    finally:
-        deployment.close()
 
 
 def polls_file(*own_polls: str) -> dict[str, object]:
@@ -336,8 +303,9 @@ def polls_file(*own_polls: str) -> dict[str, object]:
 
 
 def deployment_fixture(name: str, polls: Mapping[str, object], **settings: str) -> Any:
-    """A module's `deployment` fixture: its own directory, database `e2e_<name>` and polls,
-    shared by the module's tests (tests/e2e/conftest.py starts the processes on it)."""
+    """A module's `deployment` fixture, shared by the module's tests (tests/e2e/conftest.py
+    starts the processes on it): its own directory, an empty Redis, a new migrated database
+    `e2e_<name>` and `polls` in a polls file. Every process it started is stopped after."""
 
     @pytest.fixture(scope="module")
     def deployment(
@@ -346,9 +314,23 @@ def deployment_fixture(name: str, polls: Mapping[str, object], **settings: str) 
         postgres_server: PostgresServer,
     ) -> Iterator[Deployment]:
         directory = tmp_path_factory.mktemp(name)
-        with migrated_deployment(
-            directory, redis_server, postgres_server, name, polls, **settings
-        ) as deployment:
+        redis_server.flush()
+        polls_path = directory / "polls.json"
+        polls_path.write_text(json.dumps(polls))
+        database_url = postgres_server.new_database(f"e2e_{name}")
+        deployment = Deployment(
+            directory,
+            redis_server,
+            postgres_server,
+            database_url,
+            CLOUDVOTE_POLLS_FILE=str(polls_path),
+            **settings,
+        )
+        try:
+            migrate = deployment.run("migrate")
+            assert migrate.returncode == 0, migrate.log_tail()
             yield deployment
+        finally:
+            deployment.close()
 
     return deployment

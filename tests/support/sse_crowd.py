@@ -29,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -141,8 +140,7 @@ class _StreamProtocol(asyncio.Protocol):
             record.ended_at = time.monotonic()
         if not self.answered.done():
             if record.error is None and record.status is None:
-                reason = f"{type(exc).__name__}: {exc}" if exc else "closed before answering"
-                record.error = reason
+                record.error = f"{type(exc).__name__}: {exc}" if exc else "closed before answering"
             self.answered.set_result(None)
 
     # -- parsing -------------------------------------------------------------------------
@@ -468,12 +466,7 @@ class ThreadedSseCrowd:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -495,21 +488,21 @@ class ThreadedSseCrowd:
     def wait_for_total(self, total: int, timeout: float) -> int:
         return self._call(self._crowd.wait_for_total(total, timeout), timeout)
 
+    def _on_loop(self, function: Callable[[], T]) -> T:
+        """Call `function` on the crowd's loop, where its records are safe to touch."""
+
+        async def call() -> T:
+            return function()
+
+        return self._call(call(), 10)
+
     def close_streams(self, records: list[StreamRecord]) -> None:
         """Close the streams these records (or copies of them) describe."""
-
-        async def close() -> None:
-            self._crowd.close([self._crowd.streams[r.index] for r in records])
-
-        self._call(close(), 5)
+        self._on_loop(lambda: self._crowd.close([self._crowd.streams[r.index] for r in records]))
 
     def streams(self) -> list[StreamRecord]:
         """A snapshot of every stream's record."""
-
-        async def snapshot() -> list[StreamRecord]:
-            return self._copies(self._crowd.streams)
-
-        return self._call(snapshot(), 10)
+        return self._on_loop(lambda: self._copies(self._crowd.streams))
 
     def live(self) -> list[StreamRecord]:
         return [r for r in self.streams() if r.live]
@@ -518,10 +511,7 @@ class ThreadedSseCrowd:
         return Counter(r.outcome for r in self.streams())
 
     def summary(self) -> str:
-        async def summary() -> str:
-            return self._crowd.summary()
-
-        return self._call(summary(), 10)
+        return self._on_loop(self._crowd.summary)
 
     @staticmethod
     def _copies(records: list[StreamRecord]) -> list[StreamRecord]:
