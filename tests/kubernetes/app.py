@@ -7,6 +7,8 @@ kind, minikube or a cloud cluster.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -34,9 +36,36 @@ from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_OVERLAY = REPO / "deploy/k8s/overlays/local-cluster"
+# Where deploy/registry/release wrote its overlays, one per kustomize directory it was
+# given (overlays-local-cluster, scenarios-baseline, ...): every image from the private
+# registry, by digest. scripts/cluster-e2e sets it; unset, the committed overlays are
+# deployed with images copied into the nodes (deploy/cluster/load-images).
+RELEASE_DIR = os.environ.get("CLOUDVOTE_RELEASE_DIR", "")
 # The static PV's directory must exist on the node before its pod mounts it (STO-01);
 # 10101 is the uid of the gateway's nginx and log shipper (base/gateway.yaml).
 STATIC_VOLUME_OWNER = 10101
+
+
+def released(directory: Path) -> Path:
+    """The release overlay of a kustomize directory under deploy/k8s, when there was a
+    release; the directory itself otherwise."""
+    if not RELEASE_DIR:
+        return directory
+    name = str(directory.relative_to(REPO / "deploy/k8s")).replace("/", "-")
+    release = Path(RELEASE_DIR) / name
+    assert (release / "kustomization.yaml").is_file(), f"{directory} was not released"
+    return release
+
+
+def verify_signatures(directory: Path) -> subprocess.CompletedProcess[str]:
+    """The deploy gate: deploy/registry/verify, not checked (some tests expect a refusal)."""
+    return subprocess.run(
+        [str(REPO / "deploy/registry/verify"), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def render(overlay: Path) -> list[Manifest]:
@@ -169,8 +198,13 @@ def wait_app_ready(namespace: str, timeout: int = 300) -> None:
 
 
 def deploy(overlay: Path) -> str:
-    """Render, adapt and apply an overlay; wait until it serves. Returns its namespace."""
-    objects = adapt_storage_class(render(overlay))
+    """Render, adapt and apply an overlay (its release, when there is one, after the
+    signature gate); wait until it serves. Returns its namespace."""
+    target = released(overlay)
+    if target != overlay:
+        gate = verify_signatures(target)
+        assert gate.returncode == 0, f"deploy/registry/verify refused {target}:\n{gate.stderr}"
+    objects = adapt_storage_class(render(target))
     namespace = next(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
     prepare_static_volumes(objects)
     apply(*objects)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.kubernetes.app import REPO, adapt_storage_class, deploy, psql, render
+from tests.kubernetes.app import REPO, adapt_storage_class, deploy, psql, released, render
 from tests.support import kube
 from tests.support.kube import Manifest, apply, condition, get_json, kubectl
 from tests.support.waiting import wait_until
@@ -44,8 +44,19 @@ def overlay(scenario: str) -> Path:
 
 
 def scenario_objects(scenario: str) -> list[Manifest]:
-    """The scenario as `kubectl apply -k` would send it, with the StorageClass adapted."""
-    return adapt_storage_class(render(overlay(scenario)))
+    """The scenario as `kubectl apply -k` would send it (its release, when there is one),
+    with the StorageClass adapted."""
+    return adapt_storage_class(render(released(overlay(scenario))))
+
+
+def rendered_image(scenario: str, deployment: str) -> str:
+    """The image of a Deployment's first container, as the scenario deploys it."""
+    workload = next(
+        o
+        for o in scenario_objects(scenario)
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == deployment
+    )
+    return str(workload["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def apply_scenario(scenario: str, objects: list[Manifest] | None = None) -> None:

@@ -14,7 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kubernetes.app import Cloudvote, GatewayReader, assert_no_accepted_vote_lost
-from tests.support.kube import Manifest, get_json, kubectl, ready_pods, wait_rollout
+from tests.support.kube import (
+    Manifest,
+    get_json,
+    image_repository,
+    kubectl,
+    ready_pods,
+    wait_rollout,
+)
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
@@ -103,7 +110,7 @@ def test_bad_image_stalls_the_rollout_without_dropping_traffic_and_undo_recovers
 ) -> None:
     size = vote_size_held
     good_image = container_image(app, "vote")
-    bad_image = good_image.rsplit(":", 1)[0] + ":0.0.0-never-built"
+    bad_image = image_repository(good_image) + ":0.0.0-never-built"
 
     kubectl("set", "image", "-n", app.namespace, "deployment/vote", f"vote={bad_image}")
     try:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kubernetes.app import wait_app_ready
+from tests.kubernetes.app import RELEASE_DIR, wait_app_ready
 from tests.kubernetes.scenarios import (
     NAMESPACE,
     apply_scenario,
@@ -38,6 +38,7 @@ from tests.kubernetes.scenarios import (
     previous_logs,
     ready_pods,
     remove_namespace,
+    rendered_image,
     rollout_status,
     run,
     scenario_objects,
@@ -188,10 +189,16 @@ def test_imagepullbackoff_never_starts_a_container_and_old_pods_serve() -> None:
     # The scenario sets IfNotPresent, so the kubelet does try a registry (with the local
     # overlay's Never it would stop at ErrImageNeverPull, without trying).
     assert pod["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
-    assert pod["spec"]["containers"][0]["image"] == "cloudvote-vote:0.1.1"
+    missing = rendered_image("imagepullbackoff", "vote")
+    assert missing.endswith("cloudvote-vote:0.1.1")
+    assert pod["spec"]["containers"][0]["image"] == missing
     assert status["restartCount"] == 0 and not status.get("lastState"), status
     failures = event_messages(name, "Failed")
-    assert any('Failed to pull image "cloudvote-vote:0.1.1"' in m for m in failures), failures
+    pulled = [m for m in failures if f'Failed to pull image "{missing}"' in m]
+    assert pulled, failures
+    if RELEASE_DIR:
+        # A real pull: the private registry answered, and it has no such tag.
+        assert any("not found" in m for m in pulled), pulled
     assert "Error: ErrImagePull" in failures and "Error: ImagePullBackOff" in failures
     never_ran = run("logs", name, "--previous")
     assert never_ran.returncode != 0 and "not found" in never_ran.stderr
@@ -200,7 +207,7 @@ def test_imagepullbackoff_never_starts_a_container_and_old_pods_serve() -> None:
     apply_scenario("baseline")
     wait_rolled_out("deployment/vote")
     assert_serving("vote")
-    assert container_spec("vote")["image"] == "cloudvote-vote:0.1.0"
+    assert container_spec("vote")["image"] == rendered_image("baseline", "vote")
 
 
 READYZ = (
@@ -208,6 +215,41 @@ READYZ = (
     "try: print(u.urlopen('http://127.0.0.1:5000/readyz', timeout=5).read().decode())\n"
     "except e.HTTPError as x: print(x.code, x.read().decode())\n"
 )
+
+
+def test_imagepull_unauthorized_is_a_401_from_the_registry_until_the_secret_is_named() -> None:
+    if not RELEASE_DIR:
+        pytest.skip("needs the private registry: scripts/cluster-e2e releases the scenarios")
+    apply_scenario("imagepull-unauthorized")
+    pod, status = wait_new_pod(
+        "vote",
+        lambda s: waiting_reason(s) in ("ErrImagePull", "ImagePullBackOff"),
+        timeout=120,
+        what="a new vote pod refused by the registry",
+    )
+    name = pod["metadata"]["name"]
+    spec = pod["spec"]
+    # The pod names its own secret, so its ServiceAccount's was not added.
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["containers"][0]["imagePullPolicy"] == "Always"
+    # The image is the one the old pods run: it exists, and only the credentials are wrong.
+    assert spec["containers"][0]["image"] == rendered_image("baseline", "vote")
+    assert status["restartCount"] == 0 and not status.get("lastState"), status
+    assert run("get", "secret", "regcred").returncode != 0
+    assert get("serviceaccount", "vote")["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    failures = wait_until(
+        lambda: event_messages(name, "Failed"),
+        lambda messages: any("401 Unauthorized" in m for m in messages),
+        timeout=90,
+        what="the registry's 401 in the pod's events",
+    )
+    assert "Error: ErrImagePull" in failures, failures
+    old_pods_ready("vote", 2)
+
+    apply_scenario("baseline")
+    wait_rolled_out("deployment/vote")
+    assert_serving("vote")
+    assert "imagePullSecrets" not in get("deployment", "vote")["spec"]["template"]["spec"]
 
 
 @pytest.mark.timeout(420)
@@ -269,7 +311,7 @@ def test_bad_rollout_is_undone_to_the_previous_replicaset() -> None:
         "vote", crash_looping, what="a new vote pod (worker image) in CrashLoopBackOff"
     )
     bad_hash = pod["metadata"]["labels"]["pod-template-hash"]
-    assert pod["spec"]["containers"][0]["image"] == "cloudvote-worker:0.1.0"
+    assert pod["spec"]["containers"][0]["image"] == rendered_image("baseline", "worker")
     assert last_termination(status)["exitCode"] == 2, status
     assert "DATABASE_URL must be set" in previous_logs(pod["metadata"]["name"], "vote")
     old_pods_ready("vote", 2)
@@ -281,7 +323,7 @@ def test_bad_rollout_is_undone_to_the_previous_replicaset() -> None:
     assert undo.returncode == 0 and "rolled back" in undo.stdout, undo
     wait_rolled_out("deployment/vote")
     assert_serving("vote")
-    assert container_spec("vote")["image"] == "cloudvote-vote:0.1.0"
+    assert container_spec("vote")["image"] == rendered_image("baseline", "vote")
     restored_hash, _ = current_revision_pods("vote")
     assert restored_hash == good_hash  # the kept ReplicaSet, scaled back up
     revision = int(

@@ -1,9 +1,10 @@
-"""The manifest tier: deploy/k8s rendered with kustomize and checked without a cluster.
+"""The manifest tier: deploy/k8s rendered with kustomize, deploy/helm/cloudvote with Helm,
+both checked without a cluster.
 
-`scripts/k8s-check` runs it (after building kustomize with scripts/k8s-tools). `make test`
-does not collect it, because it needs the kustomize binary; name it
+`scripts/k8s-check` runs it (after building kustomize and helm with scripts/k8s-tools).
+`make test` does not collect it, because it needs those binaries; name it
 (`pytest tests/manifests`) or set CLOUDVOTE_MANIFEST_TESTS=1. It never skips: a missing
-kustomize binary or schema package is a failure that says what to run.
+binary or schema package is a failure that says what to run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.manifests.k8s import Doc, RenderError, kustomize_binary, render, render_targets
+from tests.manifests.k8s import (
+    Doc,
+    RenderError,
+    helm_binary,
+    kustomize_binary,
+    render,
+    render_targets,
+)
 from tests.support.opt_in import collected_when_requested
 
 pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_MANIFEST_TESTS")
@@ -32,11 +40,19 @@ def kustomize() -> Path:
 
 
 @pytest.fixture(scope="session")
-def rendered(kustomize: Path) -> dict[str, list[Doc]]:
+def helm() -> Path:
+    binary = helm_binary()
+    if not binary.is_file():
+        pytest.fail(f"no helm at {binary}; run scripts/k8s-tools", pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def rendered(kustomize: Path, helm: Path) -> dict[str, list[Doc]]:
     """Every render target, rendered once per session: name -> objects."""
     if not _RENDERED:
         targets = render_targets()
-        # kustomize runs are independent processes: render them side by side.
+        # kustomize and helm runs are independent processes: render them side by side.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             futures = {name: pool.submit(render, path) for name, path in targets.items()}
         for name, future in futures.items():
@@ -45,8 +61,3 @@ def rendered(kustomize: Path) -> dict[str, list[Doc]]:
             except RenderError as error:
                 pytest.fail(str(error), pytrace=False)
     return _RENDERED
-
-
-@pytest.fixture(scope="session")
-def overlays(rendered: dict[str, list[Doc]]) -> dict[str, list[Doc]]:
-    return {name: docs for name, docs in rendered.items() if name.startswith("overlays/")}

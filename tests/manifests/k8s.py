@@ -1,9 +1,10 @@
-"""Rendering deploy/k8s with kustomize, and walking what it renders.
+"""Rendering deploy/k8s with kustomize and deploy/helm with Helm, and walking the result.
 
-Every kustomization that a person may apply is a render target: each overlay, each
-scenario, and the optional components that no overlay uses yet (rendered on top of an
-overlay from a throwaway kustomization under .cache/). Rendering shells out to the
-kustomize binary that scripts/k8s-tools builds; it is the one kubectl 1.34 embeds.
+Everything a person may apply is a render target: each overlay, each scenario, the
+optional components that no overlay uses yet (rendered on top of an overlay from a
+throwaway kustomization under .cache/), and the Helm chart with each of its values files.
+Rendering shells out to the kustomize and helm binaries that scripts/k8s-tools builds
+(kustomize is the one kubectl 1.34 embeds).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+CHART = REPO / "deploy" / "helm" / "cloudvote"
 KUBERNETES_VERSION = "1.34.0"
 
 Doc = dict[str, Any]
@@ -26,12 +28,52 @@ Doc = dict[str, Any]
 # Components that no committed overlay includes, rendered on top of this overlay.
 EXTRA_COMPONENTS = {"worker-queue-hpa": "test"}
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+# Pod: the chart's `helm test` pod, a bare Pod checked like every other pod.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
 def kustomize_binary() -> Path:
     configured = os.environ.get("KUSTOMIZE")
     return Path(configured) if configured else REPO / ".cache" / "bin" / "kustomize"
+
+
+def helm_binary() -> Path:
+    configured = os.environ.get("HELM")
+    return Path(configured) if configured else REPO / ".cache" / "bin" / "helm"
+
+
+@dataclass(frozen=True)
+class HelmRelease:
+    """The chart rendered as `helm template` renders it for one release: a release name
+    and namespace (one cloudvote release per namespace) and a values file."""
+
+    release: str
+    namespace: str
+    values: Path
+
+    def command(self, *extra: str) -> list[str]:
+        return [
+            str(helm_binary()),
+            "template",
+            self.release,
+            str(CHART),
+            "--namespace",
+            self.namespace,
+            "--values",
+            str(self.values),
+            "--kube-version",
+            KUBERNETES_VERSION,
+            *extra,
+        ]
+
+
+# The chart's render targets. cloudvote-prod: the overlay's instance label and namespace.
+HELM_TARGETS = {
+    "helm/cloudvote": HelmRelease("cloudvote", "cloudvote", CHART / "values.yaml"),
+    "helm/cloudvote-prod": HelmRelease(
+        "cloudvote-prod", "cloudvote-prod", CHART / "values-prod.yaml"
+    ),
+}
 
 
 def overlay_names() -> list[str]:
@@ -46,13 +88,26 @@ def scenario_names() -> list[str]:
     )
 
 
-def render_targets() -> dict[str, Path]:
-    """Name -> kustomization directory, for everything that can be applied."""
-    targets = {f"overlays/{name}": K8S / "overlays" / name for name in overlay_names()}
+def render_targets() -> dict[str, Path | HelmRelease]:
+    """Name -> kustomization directory or Helm release, for everything that can be applied."""
+    targets: dict[str, Path | HelmRelease] = {
+        f"overlays/{name}": K8S / "overlays" / name for name in overlay_names()
+    }
     targets.update({f"scenarios/{name}": K8S / "scenarios" / name for name in scenario_names()})
     for component, overlay in EXTRA_COMPONENTS.items():
         targets[f"components/{component}"] = _component_wrapper(component, overlay)
+    targets.update(HELM_TARGETS)
     return targets
+
+
+def target_namespace(target: str, docs: list[Doc]) -> str:
+    """The namespace a target deploys into: the overlay's Namespace object, or the Helm
+    release's namespace (the chart leaves creating it to `helm install --create-namespace`)."""
+    if target in HELM_TARGETS:
+        return HELM_TARGETS[target].namespace
+    namespaces = [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Namespace"]
+    assert len(namespaces) == 1, f"{target}: expected one Namespace, found {namespaces}"
+    return str(namespaces[0])
 
 
 def _component_wrapper(component: str, overlay: str) -> Path:
@@ -76,19 +131,34 @@ class RenderError(RuntimeError):
     pass
 
 
-def render(directory: Path) -> list[Doc]:
-    binary = kustomize_binary()
+def helm_template(release: HelmRelease, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart, as it ran: the tests read stdout, stderr and the code."""
+    return subprocess.run(
+        release.command(*extra), capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def parse(text: str) -> list[Doc]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
+
+
+def render(target: Path | HelmRelease) -> list[Doc]:
+    if isinstance(target, HelmRelease):
+        result = helm_template(target)
+        if result.returncode != 0:
+            raise RenderError(f"helm template {target.release} failed:\n{result.stderr}")
+        return parse(result.stdout)
     result = subprocess.run(
-        [str(binary), "build", str(directory)],
+        [str(kustomize_binary()), "build", str(target)],
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
     if result.returncode != 0:
-        raise RenderError(f"kustomize build {directory} failed:\n{result.stderr}")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
-    return [doc for doc in yaml.load_all(result.stdout, Loader=loader) if doc]
+        raise RenderError(f"kustomize build {target} failed:\n{result.stderr}")
+    return parse(result.stdout)
 
 
 @dataclass
@@ -112,8 +182,14 @@ class Container:
 
     @property
     def long_running(self) -> bool:
-        """Serves for the pod's life: not an init step, not part of a run-to-completion pod."""
-        return self.kind != "init" and self.workload["kind"] not in ("Job", "CronJob")
+        """Serves for the pod's life: not an init step, not part of a run-to-completion pod
+        (a Job's, a CronJob's, or a bare Pod that is never restarted, like a `helm test`)."""
+        if self.kind == "init" or self.workload["kind"] in ("Job", "CronJob"):
+            return False
+        return not (
+            self.workload["kind"] == "Pod"
+            and self.pod.get("restartPolicy") in ("Never", "OnFailure")
+        )
 
 
 @dataclass
@@ -140,6 +216,8 @@ class Workload:
 
 
 def pod_template(doc: Doc) -> Doc | None:
+    if doc["kind"] == "Pod":
+        return {"metadata": doc["metadata"], "spec": doc["spec"]}
     if doc["kind"] == "CronJob":
         return dict(doc["spec"]["jobTemplate"]["spec"]["template"])
     if doc["kind"] in WORKLOAD_KINDS:

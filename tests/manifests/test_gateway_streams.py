@@ -31,7 +31,14 @@ STREAM_PATH = "/api/polls/default/results/stream"
 VIEWERS_PER_GATEWAY = 5_000
 # Each proxied stream is two connections in nginx: the browser's and the one to result.
 CONNECTIONS_PER_STREAM = 2
-OVERLAYS = ("overlays/dev", "overlays/test", "overlays/prod", "overlays/local-cluster")
+OVERLAYS = (
+    "overlays/dev",
+    "overlays/test",
+    "overlays/prod",
+    "overlays/local-cluster",
+    "helm/cloudvote",
+    "helm/cloudvote-prod",
+)
 
 
 # -- a small nginx.conf parser -----------------------------------------------------------

@@ -13,9 +13,18 @@ from typing import Any
 
 import pytest
 
-from tests.manifests.k8s import Doc, by_kind, labels_match, workloads
+from tests.manifests.k8s import Doc, by_kind, labels_match, target_namespace, workloads
 
-OVERLAYS = ["overlays/dev", "overlays/test", "overlays/prod", "overlays/local-cluster"]
+# Every target that deploys the whole app into a namespace of its own: the overlays and
+# the Helm chart with each of its values files.
+OVERLAYS = [
+    "overlays/dev",
+    "overlays/test",
+    "overlays/prod",
+    "overlays/local-cluster",
+    "helm/cloudvote",
+    "helm/cloudvote-prod",
+]
 
 # sender -> receiver:port, inside the namespace. Nothing else may connect.
 EXPECTED_FLOWS = {
@@ -28,6 +37,14 @@ EXPECTED_FLOWS = {
     ("migrate", "postgres", 5432),
     ("snapshot", "result", 5000),
 }
+# The chart's `helm test` pod casts a vote through the gateway, as a voter would; its
+# NetworkPolicy is a test hook too, so the flow exists only while `helm test` runs.
+HELM_TEST_FLOWS = {("cloudvote-test", "gateway", 8080)}
+
+
+def expected_flows(target: str) -> set[tuple[str, str, int]]:
+    return EXPECTED_FLOWS | (HELM_TEST_FLOWS if target.startswith("helm/") else set())
+
 
 Pod = tuple[str, dict[str, str], set[int]]  # name, labels, declared ports
 
@@ -95,8 +112,7 @@ def allowed(
     return False
 
 
-def flows(docs: list[Doc]) -> set[tuple[str, str, int]]:
-    namespace = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+def flows(docs: list[Doc], namespace: str) -> set[tuple[str, str, int]]:
     policies = by_kind(docs, "NetworkPolicy")
     found = set()
     for sender, sender_labels, _ in pods(docs):
@@ -115,9 +131,10 @@ def flows(docs: list[Doc]) -> set[tuple[str, str, int]]:
 
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_only_the_expected_flows_are_allowed(target: str, rendered: dict[str, list[Doc]]) -> None:
-    found = flows(rendered[target])
-    assert found - EXPECTED_FLOWS == set(), "flows that should be denied"
-    assert EXPECTED_FLOWS - found == set(), "flows the app needs that are denied"
+    found = flows(rendered[target], target_namespace(target, rendered[target]))
+    expected = expected_flows(target)
+    assert found - expected == set(), "flows that should be denied"
+    assert expected - found == set(), "flows the app needs that are denied"
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
@@ -140,7 +157,7 @@ def test_every_pod_may_resolve_names_and_only_the_gateway_is_open_to_all(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:
     docs = rendered[target]
-    own = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+    own = target_namespace(target, docs)
     policies = by_kind(docs, "NetworkPolicy")
     dns = {"k8s-app": "kube-dns"}
     outsider = {"app.kubernetes.io/name": "somebody-else"}
@@ -155,10 +172,11 @@ def test_every_pod_may_resolve_names_and_only_the_gateway_is_open_to_all(
         assert open_ports == ({8080} if name == "gateway" else set()), name
 
 
+@pytest.mark.parametrize("target", ["overlays/prod", "helm/cloudvote-prod"])
 def test_prod_components_add_only_their_cross_namespace_flows(
-    rendered: dict[str, list[Doc]],
+    target: str, rendered: dict[str, list[Doc]]
 ) -> None:
-    docs = rendered["overlays/prod"]
+    docs = rendered[target]
     policies = by_kind(docs, "NetworkPolicy")
     keda = {"app": "keda-operator"}
     prometheus = {"app.kubernetes.io/name": "prometheus"}

@@ -1,6 +1,7 @@
-"""Every overlay, scenario and optional component renders, and every object it renders
-validates strictly, offline, against the Kubernetes 1.34 OpenAPI schemas (unknown fields
-are errors, as with `kubectl apply --validate=strict`)."""
+"""Every overlay, scenario and optional component renders, and so does the Helm chart with
+each of its values files; every object they render validates strictly, offline, against
+the Kubernetes 1.34 OpenAPI schemas (unknown fields are errors, as with
+`kubectl apply --validate=strict`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jsonschema
 import pytest
 
 from tests.manifests.crd_schemas import SCHEMAS
-from tests.manifests.k8s import KUBERNETES_VERSION, Doc, find, render_targets
+from tests.manifests.k8s import KUBERNETES_VERSION, Doc, find, render_targets, target_namespace
 
 try:
     from kubernetes_validate import utils as kubernetes_validate
@@ -44,6 +45,8 @@ def test_every_target_is_found() -> None:
         "overlays/prod",
         "overlays/local-cluster",
         "components/worker-queue-hpa",
+        "helm/cloudvote",
+        "helm/cloudvote-prod",
     ):
         assert expected in names
     assert sum(name.startswith("scenarios/") for name in names) >= 11
@@ -118,11 +121,15 @@ def test_no_beta_or_alpha_api_versions(rendered: dict[str, list[Doc]]) -> None:
 
 
 def test_namespaced_objects_land_in_the_overlay_namespace(
-    overlays: dict[str, list[Doc]],
+    rendered: dict[str, list[Doc]],
 ) -> None:
+    """Each overlay's objects in its Namespace; the chart's in the release's namespace (it
+    writes metadata.namespace, so `helm template | kubectl apply -f -` lands there too)."""
     cluster_scoped = {"Namespace", "PersistentVolume", "StorageClass"}
-    for target, docs in overlays.items():
-        namespace = find_namespace(docs)
+    for target, docs in rendered.items():
+        if not target.startswith(("overlays/", "helm/")):
+            continue
+        namespace = target_namespace(target, docs)
         for doc in docs:
             if doc["kind"] in cluster_scoped:
                 assert "namespace" not in doc["metadata"]
@@ -130,9 +137,3 @@ def test_namespaced_objects_land_in_the_overlay_namespace(
                 assert doc["metadata"].get("namespace") == namespace, (
                     f"{target}: {doc['kind']}/{doc['metadata']['name']}"
                 )
-
-
-def find_namespace(docs: list[Doc]) -> str:
-    namespaces = [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Namespace"]
-    assert len(namespaces) == 1, namespaces
-    return str(namespaces[0])

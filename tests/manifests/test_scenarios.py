@@ -18,6 +18,7 @@ CHANGES = {
     "crashloop-db-not-ready": {("Job", "migrate"), ("StatefulSet", "postgres")},
     "oomkilled": {("Deployment", "worker")},
     "imagepullbackoff": {("Deployment", "vote")},
+    "imagepull-unauthorized": {("Deployment", "vote")},
     "readiness-never-passes": {("Deployment", "vote")},
     "bad-rollout-undo": {("Deployment", "vote")},
     "unschedulable-node-selector": {("StatefulSet", "postgres")},
@@ -78,6 +79,9 @@ def test_the_faults_are_the_documented_ones(rendered: dict[str, list[Doc]]) -> N
     assert worker["resources"]["limits"]["memory"] == "32Mi"
     vote = _container(docs("imagepullbackoff"), "Deployment", "vote")
     assert vote["image"] == "cloudvote-vote:0.1.1" and vote["imagePullPolicy"] == "IfNotPresent"
+    unauthorized = find(docs("imagepull-unauthorized"), "Deployment", "vote")["spec"]["template"]
+    assert unauthorized["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert unauthorized["spec"]["containers"][0]["imagePullPolicy"] == "Always"
     vote = _container(docs("readiness-never-passes"), "Deployment", "vote")
     assert {"name": "REDIS_URL", "value": "redis://redis-primary:6379/0"} in vote["env"]
     assert _container(docs("bad-rollout-undo"), "Deployment", "vote")["image"] == (

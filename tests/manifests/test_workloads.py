@@ -137,7 +137,9 @@ def test_images_are_pinned_never_latest(target: str, rendered: dict[str, list[Do
         name, _, tag = image.rpartition(":")
         assert name and tag and "/" not in tag, f"{target}: {container.where}: {image} has no tag"
         assert tag != "latest", f"{target}: {container.where}: {image}"
-        assert container.spec.get("imagePullPolicy") in ("IfNotPresent", "Never"), container.where
+        # Always only where a scenario needs the registry asked at every start.
+        allowed = ("IfNotPresent", "Never", *(["Always"] if "imagepull" in target else []))
+        assert container.spec.get("imagePullPolicy") in allowed, container.where
 
 
 def test_local_cluster_never_pulls(rendered: dict[str, list[Doc]]) -> None:
@@ -303,7 +305,7 @@ def test_grace_period_covers_prestop_and_gunicorns_graceful_timeout(
 def test_hpas_scale_web_services_on_cpu_between_2_and_10_with_stabilization(
     rendered: dict[str, list[Doc]],
 ) -> None:
-    for target in ("overlays/test", "overlays/prod"):
+    for target in ("overlays/test", "overlays/prod", "helm/cloudvote", "helm/cloudvote-prod"):
         for name in ("vote", "result"):
             hpa = find(rendered[target], "HorizontalPodAutoscaler", name)["spec"]
             assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] <= 10
@@ -426,7 +428,15 @@ def test_stateful_stores_use_headless_services_and_claim_templates(
 
 
 @pytest.mark.parametrize(
-    "target", ["overlays/dev", "overlays/test", "overlays/prod", "overlays/local-cluster"]
+    "target",
+    [
+        "overlays/dev",
+        "overlays/test",
+        "overlays/prod",
+        "overlays/local-cluster",
+        "helm/cloudvote",
+        "helm/cloudvote-prod",
+    ],
 )
 def test_quota_fits_the_app_at_its_autoscalers_maximum(
     target: str, rendered: dict[str, list[Doc]]

@@ -29,6 +29,14 @@ TEST_IMAGE = os.environ.get("CLOUDVOTE_TEST_IMAGE", "cloudvote-vote:0.1.0")
 Manifest = dict[str, Any]
 
 
+def image_repository(image: str) -> str:
+    """An image reference without its tag or digest, a registry's port kept:
+    "registry.example:5443/team/vote:1.0" -> "registry.example:5443/team/vote"."""
+    name = image.split("@", 1)[0]
+    host_and_path, _, last = name.rpartition("/")
+    return f"{host_and_path}/{last.split(':', 1)[0]}" if host_and_path else last.split(":", 1)[0]
+
+
 class KubectlError(AssertionError):
     """kubectl exited non-zero; the message carries the command and its stderr."""
 

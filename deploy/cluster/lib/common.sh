@@ -40,6 +40,19 @@ LOCAL_PATH_DIR=/var/local/cloudvote-cluster
 # The local-path helper pods run this image (debootstrapped by scripts/docker-airgap).
 HELPER_IMAGE=debian:bookworm-slim
 
+# The private registry (deploy/registry): a stable name that /etc/hosts maps to the node's
+# address, so manifests can name it; its state, CA and stored images; and the directory of
+# per-registry hosts.toml files (the CA to trust) that the node's containerd reads at pull time.
+REGISTRY_NAME=registry.cloudvote.test
+REGISTRY_PORT=5443
+REGISTRY=$REGISTRY_NAME:$REGISTRY_PORT
+REGISTRY_HOME=${CLOUDVOTE_REGISTRY_HOME:-$REPO_DIR/.cache/registry}
+REGISTRY_HOSTS_DIR=$REGISTRY_HOME/containerd-hosts
+# The pushing side's login (docker, cosign, skopeo), kept out of ~/.docker: the kubelet
+# reads root's ~/.docker/config.json for every pull, which would let any pod pull without
+# an imagePullSecret and hide a missing one (scenarios/imagepull-unauthorized).
+REGISTRY_DOCKER_CONFIG=$REGISTRY_HOME/docker
+
 # Networks: pods get 10.88.0.0/16 from the bridge CNI, Services 10.96.0.0/16.
 POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16

@@ -21,7 +21,8 @@ state = "$RUN_DIR/containerd"
   # oom_score_adj; runc would fail every pod that the kubelet asks to protect (-998 for
   # sandboxes). This caps the requested values at containerd's own, as rootless setups do.
   restrict_oom_score_adj = true
-  # No registry answers here; a pull can only fail, so fail it fast.
+  # The only registry is the local one (deploy/registry): a stalled pull is a fault, so
+  # fail it fast.
   image_pull_progress_timeout = "10s"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -33,6 +34,10 @@ state = "$RUN_DIR/containerd"
         SystemdCgroup = false
         # runc's state beside containerd's, not in the host containerd's /run/containerd.
         Root = "$RUN_DIR/runc"
+  # Per-registry settings (hosts.toml: which CA to trust), read at each pull, so the
+  # private registry of deploy/registry can start before or after the cluster.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$REGISTRY_HOSTS_DIR"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$CNI_CONF_DIR"

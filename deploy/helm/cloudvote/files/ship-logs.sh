@@ -1,0 +1,1 @@
+../../../k8s/base/scripts/ship-logs.sh

@@ -1,0 +1,1 @@
+../../../k8s/base/scripts/snapshot_results.py

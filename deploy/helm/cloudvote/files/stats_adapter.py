@@ -1,0 +1,1 @@
+../../../k8s/base/scripts/stats_adapter.py
