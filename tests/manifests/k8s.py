@@ -76,6 +76,17 @@ HELM_TARGETS = {
 }
 
 
+# Every target that deploys the whole app into a namespace of its own: the overlays (not
+# multi-node, which spreads the same app over nodes) and the chart with each values file.
+APP_TARGETS = (
+    "overlays/dev",
+    "overlays/test",
+    "overlays/prod",
+    "overlays/local-cluster",
+    *HELM_TARGETS,
+)
+
+
 def overlay_names() -> list[str]:
     return sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 

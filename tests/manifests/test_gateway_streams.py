@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cloudvote.entrypoints.web.observed import BODY_TOO_LARGE, HEADERS_TOO_LARGE
-from tests.manifests.k8s import REPO, Doc, by_kind, find, quantity
+from tests.manifests.k8s import APP_TARGETS, REPO, Doc, by_kind, find, quantity
 
 CONFIGS = {
     "compose": "deploy/gateway/nginx.conf",
@@ -31,14 +31,6 @@ STREAM_PATH = "/api/polls/default/results/stream"
 VIEWERS_PER_GATEWAY = 5_000
 # Each proxied stream is two connections in nginx: the browser's and the one to result.
 CONNECTIONS_PER_STREAM = 2
-OVERLAYS = (
-    "overlays/dev",
-    "overlays/test",
-    "overlays/prod",
-    "overlays/local-cluster",
-    "helm/cloudvote",
-    "helm/cloudvote-prod",
-)
 
 
 # -- a small nginx.conf parser -----------------------------------------------------------
@@ -283,7 +275,7 @@ def result_container(docs: list[Doc]) -> Doc:
     return next(c for c in pod["containers"] if c["name"] == "result")
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_result_pods_cap_streams_within_their_memory_limit(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:
@@ -315,7 +307,7 @@ def test_compose_and_kubernetes_cap_result_streams_alike(
     assert env["RESULT_MAX_STREAMS"] == compose_default(environment["RESULT_MAX_STREAMS"])
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_result_hpa_scales_on_memory_before_pods_reach_the_cap(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:

@@ -13,18 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.manifests.k8s import Doc, by_kind, labels_match, target_namespace, workloads
-
-# Every target that deploys the whole app into a namespace of its own: the overlays and
-# the Helm chart with each of its values files.
-OVERLAYS = [
-    "overlays/dev",
-    "overlays/test",
-    "overlays/prod",
-    "overlays/local-cluster",
-    "helm/cloudvote",
-    "helm/cloudvote-prod",
-]
+from tests.manifests.k8s import APP_TARGETS, Doc, by_kind, labels_match, target_namespace, workloads
 
 # sender -> receiver:port, inside the namespace. Nothing else may connect.
 EXPECTED_FLOWS = {
@@ -129,7 +118,7 @@ def flows(docs: list[Doc], namespace: str) -> set[tuple[str, str, int]]:
     return found
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_only_the_expected_flows_are_allowed(target: str, rendered: dict[str, list[Doc]]) -> None:
     found = flows(rendered[target], target_namespace(target, rendered[target]))
     expected = expected_flows(target)
@@ -137,7 +126,7 @@ def test_only_the_expected_flows_are_allowed(target: str, rendered: dict[str, li
     assert expected - found == set(), "flows the app needs that are denied"
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_default_deny_covers_every_pod_both_ways(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:
@@ -152,7 +141,7 @@ def test_default_deny_covers_every_pod_both_ways(
     assert len(deny) == 1
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_every_pod_may_resolve_names_and_only_the_gateway_is_open_to_all(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.manifests.k8s import (
+    APP_TARGETS,
     REPO,
     Container,
     Doc,
@@ -427,17 +428,7 @@ def test_stateful_stores_use_headless_services_and_claim_templates(
         assert not any(v["name"] == "data" for v in volumes), "no emptyDir for data"
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "overlays/dev",
-        "overlays/test",
-        "overlays/prod",
-        "overlays/local-cluster",
-        "helm/cloudvote",
-        "helm/cloudvote-prod",
-    ],
-)
+@pytest.mark.parametrize("target", APP_TARGETS)
 def test_quota_fits_the_app_at_its_autoscalers_maximum(
     target: str, rendered: dict[str, list[Doc]]
 ) -> None:
