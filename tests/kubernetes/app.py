@@ -51,7 +51,11 @@ def released(directory: Path) -> Path:
     release; the directory itself otherwise."""
     if not RELEASE_DIR:
         return directory
-    name = str(directory.relative_to(REPO / "deploy/k8s")).replace("/", "-")
+    # Named as deploy/registry/release names them: overlays-local-cluster, or the name of
+    # a directory outside deploy/k8s.
+    k8s = REPO / "deploy/k8s"
+    inside = directory.is_relative_to(k8s)
+    name = str(directory.relative_to(k8s)).replace("/", "-") if inside else directory.name
     release = Path(RELEASE_DIR) / name
     assert (release / "kustomization.yaml").is_file(), f"{directory} was not released"
     return release

@@ -240,3 +240,11 @@ spec:
       app.kubernetes.io/name: {{ .name }}
 {{- end }}
 {{- end }}
+
+{{/* The pull secrets every ServiceAccount names (global.imagePullSecrets). */}}
+{{- define "cloudvote.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
