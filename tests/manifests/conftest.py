@@ -31,20 +31,20 @@ pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_MANIFEST_T
 _RENDERED: dict[str, list[Doc]] = {}
 
 
+def _built(binary: Path) -> Path:
+    if not binary.is_file():
+        pytest.fail(f"no {binary.name} at {binary}; run scripts/k8s-tools", pytrace=False)
+    return binary
+
+
 @pytest.fixture(scope="session")
 def kustomize() -> Path:
-    binary = kustomize_binary()
-    if not binary.is_file():
-        pytest.fail(f"no kustomize at {binary}; run scripts/k8s-tools", pytrace=False)
-    return binary
+    return _built(kustomize_binary())
 
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    binary = helm_binary()
-    if not binary.is_file():
-        pytest.fail(f"no helm at {binary}; run scripts/k8s-tools", pytrace=False)
-    return binary
+    return _built(helm_binary())
 
 
 @pytest.fixture(scope="session")
