@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kubernetes.app import LOCAL_OVERLAY, Cloudvote, deploy
+from tests.kubernetes.app import LOCAL_OVERLAY, RELEASE_DIR, Cloudvote, deploy
 from tests.support.kube import require_cluster
 from tests.support.opt_in import collected_when_requested, timings_summary
 
@@ -29,3 +29,15 @@ def app() -> Cloudvote:
     """The local-cluster overlay, applied (idempotently) and serving."""
     require_cluster()
     return Cloudvote.find(deploy(LOCAL_OVERLAY))
+
+
+@pytest.fixture(scope="session")
+def release_made() -> None:
+    """A release of the private registry to deploy (tests/kubernetes/app.py's RELEASE_DIR)."""
+    if not RELEASE_DIR:
+        pytest.fail(
+            "no release: run deploy/registry/up and deploy/registry/release, then set"
+            " CLOUDVOTE_RELEASE_DIR (scripts/cluster-e2e does); or CLOUDVOTE_NO_REGISTRY=1"
+            " to leave the registry's tests out",
+            pytrace=False,
+        )

@@ -15,19 +15,16 @@ import secrets
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.kubernetes.app import RELEASE_DIR, REPO, Cloudvote, verify_signatures
+from tests.kubernetes.app import RELEASE_DIR, REPO, Cloudvote, require_release, verify_signatures
 from tests.support.kube import get_json, image_repository
 from tests.support.waiting import wait_until
 
 REGISTRY = "registry.cloudvote.test:5443"
 REGISTRY_HOME = Path(RELEASE_DIR).parent if RELEASE_DIR else Path()
 
-pytestmark = pytest.mark.skipif(
-    not RELEASE_DIR, reason="needs the private registry: scripts/cluster-e2e makes a release"
-)
+pytestmark = require_release()
 
 
 def run(*command: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
@@ -130,9 +127,10 @@ def test_the_registry_refuses_anonymous_clients() -> None:
         f"https://{REGISTRY}/v2/cloudvote/cloudvote-vote/tags/list",
     )
     assert anonymous.stdout == "401"
-    # And it speaks only TLS: plain HTTP on its port gets no registry answer.
+    # And it speaks only TLS: plain HTTP on its port is refused (Go's "HTTP request to an
+    # HTTPS server", a 400), never served.
     plain = run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{REGISTRY}/v2/")
-    assert plain.stdout != "401"
+    assert plain.stdout == "400"
 
 
 def test_a_release_tag_cannot_be_moved_to_other_bits(tmp_path: Path) -> None:
@@ -183,12 +181,16 @@ def test_the_deploy_gate_refuses_unsigned_copied_and_tag_only_images(tmp_path: P
     copy = run(
         "skopeo",
         "copy",
+        "--all",
+        "--preserve-digests",
         "--authfile",
         str(REGISTRY_HOME / "registry.json"),
         f"docker://{signed}",
         f"docker://{copied_tag}",
     )
     assert copy.returncode == 0, copy.stderr
+    # The very same bits (the same digest) under the other name.
+    assert digest_of(copied_tag) == vote
     copied = f"{image_repository(copied_tag)}@{vote}"
     # A tag, even of signed bits: the gate wants the digest that was signed.
     tag_only = f"{REGISTRY}/cloudvote/cloudvote-vote:whatever"
@@ -200,6 +202,20 @@ def test_the_deploy_gate_refuses_unsigned_copied_and_tag_only_images(tmp_path: P
         gate = verify_signatures(one_image_overlay(tmp_path / secrets.token_hex(4), image))
         assert gate.returncode != 0, image
         assert reason in gate.stderr and "nothing may be deployed" in gate.stderr, gate.stderr
+    # It fails closed: what does not render, or names no image, is refused too.
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    (empty / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [namespace.yaml]\n",
+        encoding="utf-8",
+    )
+    (empty / "namespace.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: cv-empty}\n", encoding="utf-8"
+    )
+    for directory, reason in ((tmp_path / "missing", "could not render"), (empty, "no image")):
+        gate = verify_signatures(directory)
+        assert gate.returncode != 0 and reason in gate.stderr, gate.stderr
 
 
 def test_each_app_image_carries_a_signed_sbom_in_the_registry() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kubernetes.app import RELEASE_DIR, wait_app_ready
+from tests.kubernetes.app import RELEASE_DIR, require_release, wait_app_ready
 from tests.kubernetes.scenarios import (
     NAMESPACE,
     apply_scenario,
@@ -217,9 +217,8 @@ READYZ = (
 )
 
 
+@require_release()
 def test_imagepull_unauthorized_is_a_401_from_the_registry_until_the_secret_is_named() -> None:
-    if not RELEASE_DIR:
-        pytest.skip("needs the private registry: scripts/cluster-e2e releases the scenarios")
     apply_scenario("imagepull-unauthorized")
     pod, status = wait_new_pod(
         "vote",

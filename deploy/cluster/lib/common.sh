@@ -48,9 +48,8 @@ REGISTRY_PORT=5443
 REGISTRY=$REGISTRY_NAME:$REGISTRY_PORT
 REGISTRY_HOME=${CLOUDVOTE_REGISTRY_HOME:-$REPO_DIR/.cache/registry}
 REGISTRY_HOSTS_DIR=$REGISTRY_HOME/containerd-hosts
-# The pushing side's login (docker, cosign, skopeo), kept out of ~/.docker: the kubelet
-# reads root's ~/.docker/config.json for every pull, which would let any pod pull without
-# an imagePullSecret and hide a missing one (scenarios/imagepull-unauthorized).
+# The pushing side's login (docker, cosign, skopeo), kept out of root's ~/.docker, which the
+# kubelet reads (deploy/registry/README.md says why that matters).
 REGISTRY_DOCKER_CONFIG=$REGISTRY_HOME/docker
 
 # Networks: pods get 10.88.0.0/16 from the bridge CNI, Services 10.96.0.0/16.
