@@ -188,11 +188,13 @@ def event_messages(pod: str, reason: str) -> list[str]:
 
 def previous_logs(pod: str, container: str) -> str:
     """The crashed run's output (`kubectl logs --previous`), waited for: right after a
-    restart the runtime may not hand the previous container's log out yet."""
+    restart the runtime may not hand the previous container's log out yet, and while the
+    kubelet replaces a crash-looping container's dead predecessor, kubectl prints "unable
+    to retrieve container logs" (on stdout, exit 0) until the next one has exited."""
     return wait_until(
         lambda: run("logs", pod, "-c", container, "--previous").stdout,
-        lambda text: bool(text.strip()),
-        timeout=30,
+        lambda text: bool(text.strip()) and not text.startswith("unable to retrieve"),
+        timeout=60,
         interval=1,
         what=f"logs --previous of {pod}/{container}",
     )
