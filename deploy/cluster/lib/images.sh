@@ -72,16 +72,24 @@ normalize_image() {
     echo "$name"
 }
 
-# overlay_images DIR: every image the workloads of a rendered kustomize directory name,
-# from each pod template's containers, init containers and ephemeral containers. The YAML
-# is parsed with PyYAML, from the repository's virtualenv (`make deps`) or the system's
-# python3 (Debian's python3-yaml).
+# overlay_images DIR: every image the workloads of a kustomize directory name, once
+# rendered (rendered_images says which).
 overlay_images() {
-    local rendered python=$REPO_DIR/.venv/bin/python
+    local rendered
+    rendered=$(kubectl kustomize "$1") || die "kubectl kustomize $1 failed"
+    rendered_images "$1" <<<"$rendered"
+}
+
+# rendered_images NAME < RENDERED_YAML: every image the workloads of rendered manifests
+# name (NAME only labels an error), from each pod template's containers, init containers
+# and ephemeral containers; for a caller that has the render already. The YAML is parsed
+# with PyYAML, from the repository's virtualenv (`make deps`) or the system's python3
+# (Debian's python3-yaml).
+rendered_images() {
+    local python=$REPO_DIR/.venv/bin/python
     [[ -x $python ]] || python=python3
     "$python" -c 'import yaml' 2>/dev/null ||
-        die "overlay_images needs PyYAML: make deps (or apt-get install python3-yaml)"
-    rendered=$(kubectl kustomize "$1") || die "kubectl kustomize $1 failed"
+        die "rendered_images needs PyYAML: make deps (or apt-get install python3-yaml)"
     "$python" -c '
 import sys
 
@@ -104,5 +112,5 @@ def images(node):
 
 for image in sorted({i for doc in yaml.safe_load_all(sys.stdin) for i in images(doc)}):
     print(image)
-' <<<"$rendered" || die "could not read the images of $1"
+' || die "could not read the images of $1"
 }
