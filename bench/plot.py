@@ -109,3 +109,77 @@ def _plot_fanout(axes: plt.Axes, fanout: dict[str, Any]) -> None:
         fontsize=10,
     )
     axes.legend()
+
+
+def plot_tracing(results: Path) -> Path | None:
+    """CPU per vote for each tracing setup, under the server and in process, with each
+    setup's ratio to ratio 0."""
+    tracing = _load(results, "tracing")
+    if not tracing:
+        return None
+    setups: dict[str, Any] = tracing["setups"]  # type: ignore[assignment]
+    in_process: dict[str, Any] = tracing.get("in_process") or {}  # type: ignore[assignment]
+    labels = list(setups)
+    key = "server_cpu_us_per_request"
+    figure, axes = plt.subplots(figsize=(9, 4.8))
+    places = range(len(labels))
+    server = [setups[label].get(key, 0) for label in labels]
+    spans = [setups[label].get("range", {}).get(key) for label in labels]
+    whiskers = [
+        [value - span[0] if span else 0 for value, span in zip(server, spans, strict=True)],
+        [span[1] - value if span else 0 for value, span in zip(server, spans, strict=True)],
+    ]
+    groups = [
+        (
+            "server under wrk (gunicorn, 2 processes)",
+            server,
+            whiskers,
+            tracing["cpu_over_ratio_0"],
+            "#2f6fdf",
+            -0.2,
+        )
+    ]
+    if in_process:
+        own = [in_process["cpu_us_per_vote"].get(label, 0) for label in labels]
+        groups.append(
+            (
+                "in process, one vote at a time",
+                own,
+                None,
+                in_process["cpu_over_ratio_0"],
+                "#27ae60",
+                0.2,
+            )
+        )
+    for name, values, error, ratios, color, offset in groups:
+        bars = axes.bar(
+            [x + offset for x in places],
+            values,
+            width=0.4,
+            yerr=error,
+            capsize=3,
+            color=color,
+            label=name,
+        )
+
+        def note(label: str, ratios: dict[str, Any] = ratios) -> str:
+            median = ratios.get(label, {}).get("median")
+            return "base" if label == "0" else (f"{median:.2f}x" if median else "")
+
+        axes.bar_label(bars, labels=[note(label) for label in labels], fontsize=8)
+    axes.set_xticks(
+        list(places), ["off" if label == "off" else f"ratio {label}" for label in labels]
+    )
+    overhead = tracing.get("overhead_at_default_ratio")
+    axes.set_title(
+        "vote service CPU per vote by tracing setup (ratios: paired, against ratio 0)"
+        + (f"\nserver: {overhead:+.1%} at the default ratio 0.1" if overhead is not None else ""),
+        fontsize=10,
+    )
+    axes.set_ylabel("CPU µs per vote (median)")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    out = results / "tracing.png"
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -14,10 +14,11 @@ from bench.ingest import measure_ingest
 from bench.machine import describe_machine
 from bench.server_models import measure_server_models
 from bench.stack import running_stack
+from bench.tracing import measure_tracing
 from bench.vm_vs_container import measure_vm_vs_container
 
 RESULTS = Path(__file__).with_name("results")
-HARNESSES = ("ingest", "drain", "freshness", "fanout", "models", "vm_vs_container")
+HARNESSES = ("ingest", "drain", "freshness", "fanout", "models", "tracing", "vm_vs_container")
 
 
 def main() -> None:
@@ -43,6 +44,8 @@ def main() -> None:
                 figures = measure_fanout(stack, quick=args.quick)
             elif name == "models":
                 figures = measure_server_models(stack, quick=args.quick)
+            elif name == "tracing":
+                figures = measure_tracing(stack, seconds=3 if args.quick else 5)
             elif name == "vm_vs_container":
                 # Needs no part of the stack: its own VMs and containers (plus a PNG).
                 figures = measure_vm_vs_container(quick=args.quick, results=RESULTS)
@@ -50,11 +53,13 @@ def main() -> None:
                 raise SystemExit(f"unknown harness {name!r}; choose from {HARNESSES}")
             record = {"harness": name, "measured_at": started, "machine": machine, **figures}
             (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-            shown = {k: v for k, v in figures.items() if k != "delays_ms"}
+            shown = {k: v for k, v in figures.items() if k not in ("delays_ms", "setups")}
             print(f"bench: {name}: {json.dumps(shown)}", flush=True)
-    from bench.plot import plot_summary
+    from bench.plot import plot_summary, plot_tracing
 
     plot_summary(RESULTS)
+    if "tracing" in chosen:
+        plot_tracing(RESULTS)
 
 
 if __name__ == "__main__":

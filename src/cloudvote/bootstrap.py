@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cloudvote.adapters.polls_file import load_polls_file
-from cloudvote.application.draining import DrainSettings, VoteDrainer
+from cloudvote.application.draining import DrainSettings, DrainTracer, VoteDrainer
 from cloudvote.application.live_results import LiveResults, PollingTallyChanges
 from cloudvote.application.pipeline import PipelineView
 from cloudvote.application.results import ResultsView
@@ -26,6 +26,7 @@ from cloudvote.observability.metrics import (
     PrometheusDrainObserver,
     PrometheusLiveResultsObserver,
 )
+from cloudvote.observability.tracing import StreamBatchTracer, Tracing
 from cloudvote.ports.queue import QueueUnavailable, VoteSource
 from cloudvote.ports.store import TallyChanges, VoteStore
 
@@ -42,10 +43,13 @@ def load_catalog(settings: Settings) -> PollCatalog:
 @dataclass(kw_only=True)
 class Shape:
     """What every shape has, whatever its adapters: the settings and catalog it was built
-    from, its readiness checks and the connections to close when it stops."""
+    from, its readiness checks, its tracer and the connections to close when it stops."""
 
     settings: Settings
     catalog: PollCatalog
+    # The builders below make it from settings; a shape made by hand (tests) gets ids and
+    # sampling but no exporter.
+    tracing: Tracing = field(default_factory=Tracing.unexported)
     # name -> check that raises when that dependency is not ready
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -94,8 +98,16 @@ class _Wiring:
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
+    def tracing(self, settings: Settings, service: str, max_links: int = 0) -> Tracing:
+        """The shape's tracer, flushed last when the shape closes (closers run in reverse)."""
+        tracing = Tracing.from_settings(settings, service, max_links)
+        self.closers.append(tracing.shutdown)
+        return tracing
 
-def _redis_queue(settings: Settings, wiring: _Wiring) -> RedisVoteQueue:
+
+def _redis_queue(
+    settings: Settings, wiring: _Wiring, tracing: Tracing | None = None
+) -> RedisVoteQueue:
     from cloudvote.adapters.redis_streams import RedisVoteQueue, connect_redis
 
     client = connect_redis(settings.require_redis_url(), settings.redis_password)
@@ -107,6 +119,7 @@ def _redis_queue(settings: Settings, wiring: _Wiring) -> RedisVoteQueue:
         # Pod name in Kubernetes, container id in Docker: unique per worker instance.
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         dead_letter_stream=settings.dead_letter_stream,
+        tracing=tracing,
     )
     wiring.readiness["redis"] = queue.ping
     return queue
@@ -131,10 +144,12 @@ def build_vote_service(settings: Settings, catalog: PollCatalog | None = None) -
     """`catalog` is the one the caller already loaded and checked, if any."""
     catalog = load_catalog(settings) if catalog is None else catalog
     wiring = _Wiring()
-    queue = _redis_queue(settings, wiring)
+    tracing = wiring.tracing(settings, "vote")
+    queue = _redis_queue(settings, wiring, tracing)
     return VoteService(
         settings=settings,
         catalog=catalog,
+        tracing=tracing,
         readiness=wiring.readiness,
         closers=wiring.closers,
         caster=VoteCaster(catalog, queue, settings.instance_name()),
@@ -158,6 +173,7 @@ def build_result_service(settings: Settings, catalog: PollCatalog | None = None)
 
     catalog = load_catalog(settings) if catalog is None else catalog
     wiring = _Wiring()
+    tracing = wiring.tracing(settings, "result")
     store = _postgres_store(settings, wiring, "result")
     changes = PostgresTallyChanges(
         conninfo_with_password(settings.require_database_url(), settings.database_password)
@@ -167,6 +183,7 @@ def build_result_service(settings: Settings, catalog: PollCatalog | None = None)
     return ResultService(
         settings=settings,
         catalog=catalog,
+        tracing=tracing,
         readiness=wiring.readiness,
         closers=wiring.closers,
         live=live,
@@ -176,7 +193,9 @@ def build_result_service(settings: Settings, catalog: PollCatalog | None = None)
 def build_worker(settings: Settings, catalog: PollCatalog | None = None) -> Worker:
     catalog = load_catalog(settings) if catalog is None else catalog
     wiring = _Wiring()
-    source = _redis_queue(settings, wiring)
+    # One span of each batch links the batch's other messages: up to a batch's worth.
+    tracing = wiring.tracing(settings, "worker", max_links=settings.batch_size)
+    source = _redis_queue(settings, wiring, tracing)
     store = _postgres_store(settings, wiring, "worker")
     # Redis may come up after the worker: the drain loop recreates a missing group on
     # NOGROUP, so the worker then waits with backoff instead of crash-looping at start.
@@ -185,14 +204,25 @@ def build_worker(settings: Settings, catalog: PollCatalog | None = None) -> Work
     return Worker(
         settings=settings,
         catalog=catalog,
+        tracing=tracing,
         readiness=wiring.readiness,
         closers=wiring.closers,
-        drainer=_drainer(settings, catalog, source, store),
+        drainer=_drainer(
+            settings,
+            catalog,
+            source,
+            store,
+            StreamBatchTracer(tracing, settings.stream, db_system="postgresql"),
+        ),
     )
 
 
 def _drainer(
-    settings: Settings, catalog: PollCatalog, source: VoteSource, store: VoteStore
+    settings: Settings,
+    catalog: PollCatalog,
+    source: VoteSource,
+    store: VoteStore,
+    tracer: DrainTracer | None = None,
 ) -> VoteDrainer:
     return VoteDrainer(
         catalog,
@@ -201,6 +231,7 @@ def _drainer(
         DrainSettings(batch_size=settings.batch_size, claim_idle_ms=settings.claim_idle_ms),
         observers=[PrometheusDrainObserver()],
         name=_worker_name(settings),
+        tracer=tracer,
     )
 
 
@@ -215,6 +246,9 @@ def build_monolith(settings: Settings, catalog: PollCatalog | None = None) -> Mo
 
     catalog = load_catalog(settings) if catalog is None else catalog
     wiring = _Wiring()
+    # Requests get SERVER spans; the SQLite queue carries no trace context, so the drain
+    # thread's batches are not traced.
+    tracing = wiring.tracing(settings, "cloudvote")
     database = SqliteDatabase(settings.resolved_data_dir() / "cloudvote.db")
     wiring.closers.append(database.close)
     queue = SqliteVoteQueue(database)
@@ -227,6 +261,7 @@ def build_monolith(settings: Settings, catalog: PollCatalog | None = None) -> Mo
     return Monolith(
         settings=settings,
         catalog=catalog,
+        tracing=tracing,
         readiness=wiring.readiness,
         closers=wiring.closers,
         caster=VoteCaster(catalog, queue, settings.instance_name()),

@@ -26,6 +26,11 @@ class InvalidSetting(RuntimeError):
     pass
 
 
+# The share of new traces recorded when OTEL_TRACES_SAMPLER_ARG is not set. The measured
+# cost per vote at 0.1 and 1.0 is in docs/performance.md#tracing.
+DEFAULT_TRACE_RATIO = 0.1
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = 5000
@@ -62,6 +67,21 @@ class Settings:
     metrics_dir: str = ""
     # The base of the monolith's default data directory (the XDG base directory spec).
     xdg_data_home: str = ""
+    # Tracing, with OpenTelemetry's own variable names (docs/configuration.md#tracing).
+    # Where spans go: an OTLP/HTTP receiver such as a collector, e.g. http://otel:4318.
+    # Empty: no exporter, but every request still gets a trace id (votes.trace_id and the
+    # traceparent response header) and sampled parents are still continued.
+    otel_exporter_otlp_endpoint: str = ""
+    # The traces URL itself, when it is not <endpoint>/v1/traces.
+    otel_exporter_otlp_traces_endpoint: str = ""
+    # service.name on every span; empty: the service's own name (vote, result, worker,
+    # or cloudvote for the monolith).
+    otel_service_name: str = ""
+    # The share of new traces recorded. A caller's sampling decision always wins (a
+    # traceparent with flags 01 is recorded): sampling is parent-based.
+    otel_traces_sampler_arg: float = DEFAULT_TRACE_RATIO
+    # True: no spans and no trace ids at all (OpenTelemetry's switch for the SDK).
+    otel_sdk_disabled: bool = False
 
     @classmethod
     def from_env(
@@ -72,6 +92,7 @@ class Settings:
         `service` picks that service's defaults where they differ (the worker's port).
         """
         env = os.environ if env is None else env
+        _check_only_values(env)
         values: dict[str, object] = dict(_SERVICE_DEFAULTS.get(service, {}))
         for name, variable in _VARIABLES.items():
             if variable in env and env[variable] != "":
@@ -138,6 +159,20 @@ _VARIABLES = {
     "docs_url": "CLOUDVOTE_DOCS_URL",
     "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
     "xdg_data_home": "XDG_DATA_HOME",
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_exporter_otlp_traces_endpoint": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+    "otel_traces_sampler_arg": "OTEL_TRACES_SAMPLER_ARG",
+    "otel_sdk_disabled": "OTEL_SDK_DISABLED",
+}
+
+# OpenTelemetry variables whose other values cloudvote cannot honour: it samples parent-based
+# by ratio, and exports OTLP over HTTP with protobuf (no gRPC client is installed). Left
+# unchecked, a value such as OTEL_EXPORTER_OTLP_PROTOCOL=grpc would be ignored in silence.
+_ONLY_VALUES = {
+    "OTEL_TRACES_SAMPLER": ("parentbased_traceidratio", "set OTEL_TRACES_SAMPLER_ARG instead"),
+    "OTEL_EXPORTER_OTLP_PROTOCOL": ("http/protobuf", "the OTLP receiver's port is 4318"),
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": ("http/protobuf", "the OTLP receiver's port is 4318"),
 }
 
 # Where a service's default differs from the field's: the worker serves only health and
@@ -160,16 +195,31 @@ def _read_secret(env: Mapping[str, str], name: str) -> str:
         raise InvalidSetting(f"{name}_FILE={path} cannot be read: {error.strerror}") from None
 
 
+def _check_only_values(env: Mapping[str, str]) -> None:
+    for variable, (supported, hint) in _ONLY_VALUES.items():
+        value = env.get(variable, "")
+        if value and value.strip().lower() != supported:
+            raise InvalidSetting(
+                f"{variable}={value!r} is not supported: cloudvote uses {supported} ({hint})"
+            )
+
+
 def _coerce(values: dict[str, object]) -> dict[str, object]:
     types = {field.name: field.type for field in fields(Settings)}
     coerced: dict[str, object] = {}
     for name, value in values.items():
         if name not in types:
             raise InvalidSetting(f"unknown setting {name!r}")
+        variable = _VARIABLES.get(name, name)
+        if types[name] in ("float", float):
+            coerced[name] = _ratio(variable, value)
+            continue
+        if types[name] in ("bool", bool):
+            coerced[name] = _flag(variable, value)
+            continue
         if types[name] not in ("int", int):
             coerced[name] = value
             continue
-        variable = _VARIABLES.get(name, name)
         try:
             number = value if isinstance(value, int) else int(str(value))
         except ValueError:
@@ -178,3 +228,26 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
             raise InvalidSetting(f"{variable} must be at least 1, got {value!r}")
         coerced[name] = number
     return coerced
+
+
+def _ratio(variable: str, value: object) -> float:
+    """A share between 0 and 1; NaN and infinities are not shares."""
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:
+        raise InvalidSetting(
+            f"{variable} must be a ratio from 0 to 1 (0.1 records one new trace in ten),"
+            f" got {value!r}"
+        )
+    return number
+
+
+def _flag(variable: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise InvalidSetting(f"{variable} must be true or false, got {value!r}")
+    return text == "true"

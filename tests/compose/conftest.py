@@ -46,7 +46,14 @@ def timings() -> dict[str, float]:
 
 # The story order: the first vote through a fresh stack, then inspection, then faults,
 # the optional profiles, and last the tests that take the stack down and up again.
-MODULE_ORDER = ("test_gateway", "test_hardening", "test_faults", "test_profiles", "test_lifecycle")
+MODULE_ORDER = (
+    "test_gateway",
+    "test_hardening",
+    "test_tracing",
+    "test_faults",
+    "test_profiles",
+    "test_lifecycle",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -78,6 +78,7 @@ def test_networks_split_the_tiers(stack: Project) -> None:
         "migrate": {"backend"},
         "redis": {"backend"},
         "postgres": {"backend"},
+        "otel-collector": {"backend"},
     }
     for service, data in containers(stack).items():
         networks = {name.removeprefix("cloudvote_") for name in data["NetworkSettings"]["Networks"]}

@@ -36,7 +36,9 @@ from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_OVERLAY = REPO / "deploy/k8s/overlays/local-cluster"
+# The app as the tests run it: local-cluster plus Prometheus, the collector and KEDA
+# (overlays/local-observed), in namespace cloudvote-local.
+LOCAL_OVERLAY = REPO / "deploy/k8s/overlays/local-observed"
 # Where deploy/registry/release wrote its overlays, one per kustomize directory it was
 # given (overlays-local-cluster, scenarios-baseline, ...): every image from the private
 # registry, by digest. scripts/cluster-e2e sets it; unset, the committed overlays are

@@ -26,7 +26,8 @@ pytest_terminal_summary = timings_summary("on-cluster timings", TIMINGS, digits=
 
 @pytest.fixture(scope="session")
 def app() -> Cloudvote:
-    """The local-cluster overlay, applied (idempotently) and serving."""
+    """The local-observed overlay (local-cluster and its add-ons), applied
+    (idempotently) and serving."""
     require_cluster()
     return Cloudvote.find(deploy(LOCAL_OVERLAY))
 

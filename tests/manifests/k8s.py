@@ -83,6 +83,7 @@ APP_TARGETS = (
     "overlays/test",
     "overlays/prod",
     "overlays/local-cluster",
+    "overlays/local-observed",
     *HELM_TARGETS,
 )
 

@@ -29,10 +29,28 @@ EXPECTED_FLOWS = {
 # The chart's `helm test` pod casts a vote through the gateway, as a voter would; its
 # NetworkPolicy is a test hook too, so the flow exists only while `helm test` runs.
 HELM_TEST_FLOWS = {("cloudvote-test", "gateway", 8080)}
+# overlays/local-observed's add-ons: Prometheus scrapes each metrics port (and itself,
+# and Alertmanager, to which it also sends alerts), the exporters read their store, and
+# the three services send spans to the collector (components/monitoring, tracing).
+OBSERVED_FLOWS = {
+    ("prometheus", "vote", 5000),
+    ("prometheus", "result", 5000),
+    ("prometheus", "worker", 8080),
+    ("prometheus", "worker", 9100),
+    ("prometheus", "node-agent", 9100),
+    ("prometheus", "redis-exporter", 9121),
+    ("prometheus", "postgres-exporter", 9187),
+    ("prometheus", "alertmanager", 9093),
+    ("prometheus", "prometheus", 9090),
+    ("redis-exporter", "redis", 6379),
+    ("postgres-exporter", "postgres", 5432),
+    *((service, "otel-collector", 4318) for service in ("vote", "worker", "result")),
+}
 
 
 def expected_flows(target: str) -> set[tuple[str, str, int]]:
-    return EXPECTED_FLOWS | (HELM_TEST_FLOWS if target.startswith("helm/") else set())
+    flows = EXPECTED_FLOWS | (HELM_TEST_FLOWS if target.startswith("helm/") else set())
+    return flows | (OBSERVED_FLOWS if target == "overlays/local-observed" else set())
 
 
 Pod = tuple[str, dict[str, str], set[int]]  # name, labels, declared ports

@@ -44,6 +44,7 @@ def test_every_target_is_found() -> None:
         "overlays/test",
         "overlays/prod",
         "overlays/local-cluster",
+        "overlays/local-observed",
         "components/worker-queue-hpa",
         "helm/cloudvote",
         "helm/cloudvote-prod",

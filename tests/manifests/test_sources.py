@@ -38,6 +38,9 @@ def test_copies_of_compose_files_are_identical() -> None:
     pairs = {
         "config/polls.example.yaml": "deploy/k8s/base/config/polls.yaml",
         "deploy/redis/redis-start.sh": "deploy/k8s/base/config/redis-start.sh",
+        "deploy/otel-collector/config.yaml": (
+            "deploy/k8s/components/tracing/config/collector.yaml"
+        ),
     }
     for original, copy in pairs.items():
         assert (REPO / original).read_bytes() == (REPO / copy).read_bytes(), copy

@@ -143,8 +143,9 @@ def test_images_are_pinned_never_latest(target: str, rendered: dict[str, list[Do
         assert container.spec.get("imagePullPolicy") in allowed, container.where
 
 
-def test_local_cluster_never_pulls(rendered: dict[str, list[Doc]]) -> None:
-    for container in all_containers(rendered["overlays/local-cluster"]):
+@pytest.mark.parametrize("target", ["overlays/local-cluster", "overlays/local-observed"])
+def test_local_cluster_never_pulls(target: str, rendered: dict[str, list[Doc]]) -> None:
+    for container in all_containers(rendered[target]):
         assert container.spec["imagePullPolicy"] == "Never", container.where
         image = container.spec["image"]
         assert image.startswith(("cloudvote-", "cloudvote-airgap/")), image
@@ -236,8 +237,10 @@ def test_secrets_are_files_never_env(target: str, rendered: dict[str, list[Doc]]
 
 
 def test_each_pod_mounts_only_the_secret_keys_it_needs(rendered: dict[str, list[Doc]]) -> None:
-    docs = rendered["overlays/local-cluster"]
+    docs = rendered["overlays/local-observed"]
     expected = {
+        "redis-exporter": {"redis-password"},
+        "postgres-exporter": {"postgres-password"},
         "vote": {"redis-password"},
         "result": {"postgres-password"},
         "worker": {"redis-password", "postgres-password"},
@@ -435,7 +438,7 @@ def test_quota_fits_the_app_at_its_autoscalers_maximum(
     """Every pod at its highest count, plus one surge pod per Deployment, fits the quota,
     so the ResourceQuota never blocks an autoscaler or a rollout."""
     docs = rendered[target]
-    nodes = 1 if target == "overlays/local-cluster" else 3
+    nodes = 1 if target in ("overlays/local-cluster", "overlays/local-observed") else 3
     hard = by_kind(docs, "ResourceQuota")[0]["spec"]["hard"]
     totals = {"requests.cpu": 0.0, "requests.memory": 0.0, "limits.cpu": 0.0, "limits.memory": 0.0}
     pods = 0
@@ -458,10 +461,11 @@ def test_quota_fits_the_app_at_its_autoscalers_maximum(
     assert storage <= quantity(hard["requests.storage"]), f"{target}: {storage:g} bytes"
 
 
-def test_local_cluster_fits_one_two_cpu_node(rendered: dict[str, list[Doc]]) -> None:
+@pytest.mark.parametrize("target", ["overlays/local-cluster", "overlays/local-observed"])
+def test_local_cluster_fits_one_two_cpu_node(target: str, rendered: dict[str, list[Doc]]) -> None:
     """At the autoscalers' minimum plus one surge pod, the app requests at most 1 CPU:
     kind's kube-system pods request about 1 of a 2-CPU node's CPUs."""
-    docs = rendered["overlays/local-cluster"]
+    docs = rendered[target]
     cpu = 0.0
     largest = 0.0
     for workload in workloads(docs):

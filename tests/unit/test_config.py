@@ -193,3 +193,68 @@ def test_the_worker_defaults_to_port_8080_unless_port_is_set() -> None:
 def test_the_metrics_directory_is_read_from_prometheus_multiproc_dir() -> None:
     assert Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": "/run/m"}).metrics_dir == "/run/m"
     assert Settings.from_env({}).metrics_dir == ""
+
+
+def test_tracing_defaults_record_one_new_trace_in_ten_and_export_nowhere() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.otel_traces_sampler_arg == 0.1
+    assert settings.otel_exporter_otlp_endpoint == ""
+    assert settings.otel_service_name == ""
+    assert settings.otel_sdk_disabled is False
+
+
+def test_opentelemetry_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318",
+            "OTEL_SERVICE_NAME": "ballots",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SDK_DISABLED": "TRUE",
+        }
+    )
+
+    assert settings.otel_exporter_otlp_endpoint == "http://otel-collector:4318"
+    assert settings.otel_service_name == "ballots"
+    assert settings.otel_traces_sampler_arg == 0.25
+    assert settings.otel_sdk_disabled is True
+
+
+@pytest.mark.parametrize("ratio", ["0", "1", "1.0", " 0.5 "])
+def test_a_sampling_ratio_from_zero_to_one_is_accepted(ratio: str) -> None:
+    settings = Settings.from_env({"OTEL_TRACES_SAMPLER_ARG": ratio})
+
+    assert settings.otel_traces_sampler_arg == float(ratio)
+
+
+@pytest.mark.parametrize("ratio", ["ten percent", "1.5", "-0.1", "nan", "inf", "10%"])
+def test_a_bad_sampling_ratio_fails_naming_the_variable(ratio: str) -> None:
+    with pytest.raises(InvalidSetting) as error:
+        Settings.from_env({"OTEL_TRACES_SAMPLER_ARG": ratio})
+
+    assert str(error.value) == (
+        "OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1 (0.1 records one new trace in"
+        f" ten), got {ratio!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+    ],
+)
+def test_opentelemetry_choices_cloudvote_cannot_honour_fail_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(InvalidSetting, match=f"^{variable}='{value}' is not supported"):
+        Settings.from_env({variable: value})
+
+
+def test_otel_sdk_disabled_must_be_true_or_false() -> None:
+    with pytest.raises(InvalidSetting, match="OTEL_SDK_DISABLED must be true or false"):
+        Settings.from_env({"OTEL_SDK_DISABLED": "yes"})

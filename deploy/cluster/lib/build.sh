@@ -24,9 +24,11 @@ source_hash() {
     { go version; find "$dir" -type f | sort | xargs sha256sum; echo "${2:-}"; } | sha256sum | cut -c1-16
 }
 
-# build_component NAME PACKAGE... : one `go build` for all the packages of one module.
+# build_component NAME LDFLAGS PACKAGE... : one `go build` for all the packages of one module,
+# into $BIN_DIR, or into $COMPONENT_OUT when set (a directory for commands whose names would
+# be ambiguous on PATH, such as KEDA's `operator` and `adapter`).
 build_component() {
-    local name=$1 ldflags=$2
+    local name=$1 ldflags=$2 out=${COMPONENT_OUT:-$BIN_DIR}
     shift 2
     local stamp=$BIN_DIR/.stamp-$name hash started
     hash=$(source_hash "$name" "$ldflags")
@@ -37,7 +39,7 @@ build_component() {
     say "  $name: building $*"
     started=$SECONDS
     (cd "$CLUSTER_DIR/src/$name" &&
-        CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" "$@") ||
+        CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" "$@") ||
         die "go build of $name failed"
     echo "$hash" >"$stamp"
     say "  $name: built in $((SECONDS - started))s"
@@ -59,5 +61,22 @@ build_all() {
     build_component kube-router "-s -w" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
     # kind and kubeadm serve only the multi-node cluster (deploy/kind); both build in seconds.
     build_component kind "-s -w" sigs.k8s.io/kind
+    # KEDA: the operator (ScaledObject controller, which also owns an HPA per ScaledObject)
+    # and the adapter (the external.metrics.k8s.io API server that HPA reads). Its version
+    # variables are the ones upstream's Makefile sets (GO_LDFLAGS).
+    COMPONENT_OUT=$BIN_DIR/keda build_component keda \
+        "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION -X github.com/kedacore/keda/v2/version.GitCommit=$KEDA_VERSION" \
+        github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter
     say "  binaries ready in $((SECONDS - started))s"
+}
+
+# keda_crd_dir: KEDA's CRDs as its module ships them (config/crd: the generated CRDs plus
+# upstream's kustomize patches), from the module cache that the build filled. Applied from
+# there rather than copied into this repository, so they always match the binaries.
+keda_crd_dir() {
+    local dir
+    dir=$(cd "$CLUSTER_DIR/src/keda" && go mod download -json github.com/kedacore/keda/v2 |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -n $dir && -d $dir/config/crd ]] || die "KEDA's module is not in the module cache (go mod download failed?)"
+    echo "$dir/config/crd"
 }

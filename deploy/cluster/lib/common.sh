@@ -37,6 +37,10 @@ METRICS_SERVER_IMAGE=cloudvote.local/metrics-server:$METRICS_SERVER_VERSION
 LOCAL_PATH_VERSION=0.0.30
 LOCAL_PATH_IMAGE=cloudvote.local/local-path-provisioner:$LOCAL_PATH_VERSION
 LOCAL_PATH_DIR=/var/local/cloudvote-cluster
+# KEDA (deploy/cluster/addons/keda.yaml): one module, two commands, two images.
+KEDA_VERSION=v2.21.0
+KEDA_OPERATOR_IMAGE=cloudvote.local/keda-operator:$KEDA_VERSION
+KEDA_ADAPTER_IMAGE=cloudvote.local/keda-adapter:$KEDA_VERSION
 # The local-path helper pods run this image (debootstrapped by scripts/docker-airgap).
 HELPER_IMAGE=debian:bookworm-slim
 

@@ -7,20 +7,21 @@
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # static_image TAG BINARY UID: a FROM scratch image holding one static binary, run as UID.
+# BINARY is a path under $BIN_DIR (keda/operator); the image holds it as /<its base name>.
 # A subshell, so that its EXIT trap removes the build context however it ends (a failed
 # build dies) without replacing a trap of the script that sourced this file.
 static_image() (
-    local tag=$1 binary=$2 uid=$3 context
+    local tag=$1 source=$BIN_DIR/$2 binary=${2##*/} uid=$3 context
     if docker image inspect "$tag" >/dev/null 2>&1 &&
-        [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.binary-sha256"}}' "$tag")" == "$(sha256sum <"$BIN_DIR/$binary" | cut -c1-64)" ]]; then
+        [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.binary-sha256"}}' "$tag")" == "$(sha256sum <"$source" | cut -c1-64)" ]]; then
         return 0
     fi
     context=$(mktemp -d)
     trap 'rm -rf "$context"' EXIT
-    cp "$BIN_DIR/$binary" "$context/$binary"
+    cp "$source" "$context/$binary"
     cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
-LABEL org.cloudvote.binary-sha256=$(sha256sum <"$BIN_DIR/$binary" | cut -c1-64)
+LABEL org.cloudvote.binary-sha256=$(sha256sum <"$source" | cut -c1-64)
 COPY $binary /$binary
 USER $uid:$uid
 ENTRYPOINT ["/$binary"]
@@ -40,6 +41,9 @@ build_addon_images() {
     static_image "$COREDNS_IMAGE" coredns 65532
     static_image "$METRICS_SERVER_IMAGE" metrics-server 65534
     static_image "$LOCAL_PATH_IMAGE" local-path-provisioner 65534
+    # KEDA's two commands, as distroless's `nonroot` user (65532), which its images use.
+    static_image "$KEDA_OPERATOR_IMAGE" keda/operator 65532
+    static_image "$KEDA_ADAPTER_IMAGE" keda/adapter 65532
 }
 
 # load_images IMAGE...: copy images from the Docker engine into the node's containerd,

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
+from opentelemetry.trace import NoOpTracer, SpanKind
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from cloudvote.domain.votes import Ballot
+from cloudvote.observability.tracing import PRODUCER_SPAN, Tracing, fail, inject
 from cloudvote.ports.queue import Delivery, QueueUnavailable
 
 log = logging.getLogger("cloudvote.queue")
@@ -33,7 +35,11 @@ _TRANSIENT = (
 
 
 def stream_fields(ballot: Ballot) -> dict[str, str]:
-    """The flat string mapping a stream message carries (read back by decode_vote)."""
+    """The flat string mapping a stream message carries (read back by decode_vote).
+
+    The vote's PRODUCER span adds its W3C context as "traceparent" (and "tracestate");
+    "trace" stays the vote's trace id, which the worker stores in votes.trace_id.
+    """
     return {
         "poll": ballot.poll_id,
         "option": ballot.option_id,
@@ -219,6 +225,7 @@ class RedisVoteQueue:
         group: str = "workers",
         consumer: str = "worker",
         dead_letter_stream: str = "votes:dead",
+        tracing: Tracing | None = None,
     ) -> None:
         self.client = client
         self.stream = stream
@@ -227,6 +234,9 @@ class RedisVoteQueue:
         self.dead_letter_stream = dead_letter_stream
         self._claim_cursor = "0-0"
         self._writer = GroupCommitWriter(client, stream)
+        # No tracing given (tests of the queue alone): no spans, and no context in messages.
+        self._tracer = tracing.tracer if tracing is not None else NoOpTracer()
+        self._producer_name = PRODUCER_SPAN.format(stream=stream)
 
     def _call(self, operation: Callable[[], T]) -> T:
         try:
@@ -242,9 +252,29 @@ class RedisVoteQueue:
     # -- producer side (vote service) -----------------------------------------------------
 
     def enqueue(self, ballot: Ballot) -> str:
-        # With `appendfsync always` Redis answers only after the AOF write is on disk, so
-        # a returned id is a durable vote.
-        return self._writer.xadd(stream_fields(ballot))
+        fields = stream_fields(ballot)
+        # A child of the request's span; the worker's CONSUMER span continues from it.
+        span = self._tracer.start_span(self._producer_name, kind=SpanKind.PRODUCER)
+        try:
+            inject(fields, span)
+            # With `appendfsync always` Redis answers only after the AOF write is on disk,
+            # so a returned id is a durable vote.
+            message_id = self._writer.xadd(fields)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "messaging.system": "redis",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": self.stream,
+                        "messaging.message.id": message_id,
+                    }
+                )
+            return message_id
+        except Exception as error:
+            fail(span, error)
+            raise
+        finally:
+            span.end()
 
     def depth(self) -> int:
         # Acknowledged messages are deleted at once, so the length is what is still owed.

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,36 @@ class DrainObserver(Protocol):
     def dead_lettered(self, reason: str) -> None: ...
     def retried(self, dependency: str) -> None: ...
     def depth_measured(self, depth: int) -> None: ...
+
+
+class TracedBatch(Protocol):
+    def storing(self, size: int) -> AbstractContextManager[None]:
+        """Open while the batch's `size` votes are written to the store."""
+        ...
+
+
+class DrainTracer(Protocol):
+    """Traces what the worker does with each batch (observability.tracing has the real one).
+
+    The store's write belongs to many votes' traces at once, so the tracer, not the loop,
+    decides how the batch's spans hang together.
+    """
+
+    def batch(self, deliveries: Sequence[Delivery]) -> AbstractContextManager[TracedBatch]:
+        """Open from the batch's receipt until it is acknowledged (or has failed)."""
+        ...
+
+
+class _UntracedBatch:
+    def storing(self, size: int) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class Untraced:
+    """No spans: the monolith's queue carries no trace context, and tests need none."""
+
+    def batch(self, deliveries: Sequence[Delivery]) -> AbstractContextManager[TracedBatch]:
+        return contextlib.nullcontext(_UntracedBatch())
 
 
 @dataclass
@@ -90,6 +121,7 @@ class VoteDrainer:
         observers: Sequence[DrainObserver] = (),
         stop_event: threading.Event | None = None,
         name: str = "worker",
+        tracer: DrainTracer | None = None,
     ) -> None:
         self.catalog = catalog
         # How this worker signs its reports: its pod or host name.
@@ -100,6 +132,7 @@ class VoteDrainer:
         self.stats = DrainStats()
         self.observers: list[DrainObserver] = [self.stats, *observers]
         self.stop_event = stop_event or threading.Event()
+        self.tracer: DrainTracer = tracer or Untraced()
         self._next_claim = 0.0
         self._next_depth = 0.0
 
@@ -183,6 +216,10 @@ class VoteDrainer:
             self.store.record_report(self._report())
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
+        with self.tracer.batch(deliveries) as traced:
+            self._process(deliveries, traced)
+
+    def _process(self, deliveries: Sequence[Delivery], traced: TracedBatch) -> None:
         votes: list[AcceptedVote] = []
         message_ids: list[str] = []
         for delivery in deliveries:
@@ -193,15 +230,16 @@ class VoteDrainer:
                 self._dead_letter(delivery, str(error))
         started = time.perf_counter()
         newest = latest_per_voter(votes)
-        try:
-            changed = self.store.apply(newest, self._report(batch_size=len(votes)))
-        except StoreUnavailable:
-            raise
-        except Exception:
-            # The store refused the data itself, not the connection. Find the culprits one
-            # by one so that a single bad message cannot block the whole queue.
-            log.exception("worker.batch_refused", extra={"size": len(newest)})
-            changed = self._apply_one_by_one(newest, deliveries)
+        with traced.storing(len(newest)):
+            try:
+                changed = self.store.apply(newest, self._report(batch_size=len(votes)))
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # The store refused the data itself, not the connection. Find the culprits
+                # one by one so that a single bad message cannot block the whole queue.
+                log.exception("worker.batch_refused", extra={"size": len(newest)})
+                changed = self._apply_one_by_one(newest, deliveries)
         elapsed = time.perf_counter() - started
         # Only now, with the transaction committed, may the messages leave the queue.
         self.source.acknowledge(message_ids)

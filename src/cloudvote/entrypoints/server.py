@@ -96,6 +96,7 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": _json_logging(service, settings.log_level),
             "on_starting": _raise_open_file_limit,
             "post_worker_init": _end_streams_on_sigterm,
+            "worker_exit": _flush_spans,
             "child_exit": self._forget_dead_worker_metrics,
             "on_exit": self._remove_metrics_dir,
             "proc_name": f"cloudvote-{service}",
@@ -190,6 +191,17 @@ def _json_logging(service: str, level: str) -> dict[str, Any]:
             "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
+
+
+def _flush_spans(server: Any, worker: Any) -> None:
+    """Export the spans a server process still holds before it exits.
+
+    Each server process built its own tracer with its app, after gunicorn forked it (no
+    preload), so each has its own exporter thread and queue to flush here.
+    """
+    shape: Shape | None = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("cloudvote")
+    if shape is not None:
+        shape.tracing.shutdown()
 
 
 def _end_streams_on_sigterm(worker: Any) -> None:

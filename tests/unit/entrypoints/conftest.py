@@ -26,6 +26,7 @@ from cloudvote.config import Settings
 from cloudvote.entrypoints.web.apps import _base_app, create_monolith_app
 from cloudvote.entrypoints.web.result import result_blueprint
 from cloudvote.entrypoints.web.vote import vote_blueprint
+from cloudvote.observability.tracing import Tracing
 from tests.support.fakes import CATALOG, FakeClock
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -152,11 +153,14 @@ def result_app(settings: Settings) -> Flask:
     return app
 
 
-def vote_app(settings: Settings, queue: InMemoryVoteQueue | None = None) -> Flask:
+def vote_app(
+    settings: Settings, queue: InMemoryVoteQueue | None = None, tracing: Tracing | None = None
+) -> Flask:
     queue = queue or InMemoryVoteQueue()
     service = VoteService(
         settings=settings,
         catalog=CATALOG,
+        tracing=tracing or Tracing.unexported(),
         readiness={"queue": queue.ping},
         caster=VoteCaster(CATALOG, queue, settings.instance_name()),
     )

@@ -81,6 +81,17 @@ def test_a_broken_polls_file_stops_the_service_at_start(
     assert str(polls) in error
 
 
+def test_a_bad_sampling_ratio_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1.5")
+
+    assert cli.main(["vote"]) == 2
+    assert "cloudvote vote: configuration error: OTEL_TRACES_SAMPLER_ARG must be a ratio" in (
+        capsys.readouterr().err
+    )
+
+
 def test_the_monolith_announces_the_url_to_open_once_it_listens(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

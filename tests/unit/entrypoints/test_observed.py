@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wrappers import Response
 
 from cloudvote import __version__
+from cloudvote.adapters.memory import InMemoryVoteQueue
 from cloudvote.config import Settings
+from cloudvote.observability.tracing import Tracing
 from tests.unit.entrypoints.conftest import (
     PARENT_SPAN,
     TRACE_ID,
@@ -254,32 +259,99 @@ def test_queue_down_fails_readiness_until_it_comes_back_but_never_liveness(
     assert client.get("/readyz").get_json() == {"status": "ready", "service": "monolith"}
 
 
-def test_an_incoming_traceparent_keeps_its_trace_id_with_a_new_span_id(
-    harness: Harness, client: FlaskClient
-) -> None:
+def traced_vote_app(ratio: float) -> tuple[FlaskClient, InMemorySpanExporter, InMemoryVoteQueue]:
+    exporter, queue = InMemorySpanExporter(), InMemoryVoteQueue()
+    tracing = Tracing.exporting_to(exporter, "vote", ratio)
+    return vote_app(Settings(), queue, tracing).test_client(), exporter, queue
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+
+
+def test_a_sampled_traceparent_is_continued_even_at_ratio_zero() -> None:
+    client, exporter, queue = traced_vote_app(ratio=0.0)
+
     response = client.post(
         "/", data={"vote": "a"}, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"}
     )
 
-    match = _TRACEPARENT.match(response.headers["traceparent"])
-    assert match is not None
-    assert match[1] == TRACE_ID
-    assert match[2] != PARENT_SPAN
+    (span,) = server_spans(exporter)
+    assert span.name == "POST /"
+    assert span.context is not None and span.parent is not None
+    assert format_trace_id(span.context.trace_id) == TRACE_ID
+    assert format_span_id(span.parent.span_id) == PARENT_SPAN
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 303
+    # The answer names this hop's span, in the caller's trace, still sampled.
+    assert response.headers["traceparent"] == (
+        f"00-{TRACE_ID}-{format_span_id(span.context.span_id)}-01"
+    )
+    assert queue.receive(10, 0)[0].fields["trace"] == TRACE_ID
 
 
 @pytest.mark.parametrize(
-    "incoming", [None, "garbage", f"00-{'0' * 32}-{PARENT_SPAN}-01"], ids=["none", "bad", "zero"]
+    "incoming",
+    [None, "garbage", f"00-{'0' * 32}-{PARENT_SPAN}-01", f"00-{TRACE_ID}-{'0' * 16}-01"],
+    ids=["none", "bad", "zero-trace", "zero-span"],
 )
-def test_without_a_valid_traceparent_a_new_trace_is_started(
-    client: FlaskClient, incoming: str | None
-) -> None:
+def test_without_a_valid_traceparent_a_new_trace_is_started(incoming: str | None) -> None:
+    client, exporter, _queue = traced_vote_app(ratio=1.0)
     headers = {"traceparent": incoming} if incoming else {}
 
-    response = client.get("/healthz", headers=headers)
+    response = client.get("/", headers=headers)
 
+    (span,) = server_spans(exporter)
+    assert span.parent is None and span.context is not None
+    trace_id = format_trace_id(span.context.trace_id)
+    assert trace_id not in (TRACE_ID, "0" * 32)
     match = _TRACEPARENT.match(response.headers["traceparent"])
     assert match is not None
-    assert match[1] != "0" * 32
+    assert (match[1], match[2]) == (trace_id, format_span_id(span.context.span_id))
+
+
+def test_an_unsampled_caller_is_not_recorded_but_keeps_its_trace_id() -> None:
+    client, exporter, queue = traced_vote_app(ratio=1.0)
+
+    response = client.post(
+        "/", data={"vote": "a"}, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-00"}
+    )
+
+    assert exporter.get_finished_spans() == ()
+    assert response.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    assert response.headers["traceparent"].endswith("-00")
+    assert queue.receive(10, 0)[0].fields["trace"] == TRACE_ID
+
+
+def test_ratio_zero_exports_nothing_yet_every_vote_has_its_own_trace_id() -> None:
+    client, exporter, queue = traced_vote_app(ratio=0.0)
+
+    answers = [client.post("/", data={"vote": "a"}) for _ in range(3)]
+
+    assert exporter.get_finished_spans() == ()
+    headers = [_TRACEPARENT.match(answer.headers["traceparent"]) for answer in answers]
+    trace_ids = [match[1] for match in headers if match is not None]
+    assert [d.fields["trace"] for d in queue.receive(10, 0)] == trace_ids
+    assert len(set(trace_ids)) == 3
+
+
+def test_probes_and_metrics_are_not_traced() -> None:
+    client, exporter, _queue = traced_vote_app(ratio=1.0)
+
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert "traceparent" not in client.get(path).headers
+    client.get("/about")
+
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET /about"]
+
+
+def test_a_refused_request_is_traced_with_its_status() -> None:
+    client, exporter, _queue = traced_vote_app(ratio=1.0)
+
+    response = client.post("/", data={"vote": "a"}, headers={"Sec-Fetch-Site": "cross-site"})
+
+    assert response.status_code == 403
+    (span,) = server_spans(exporter)
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 403
 
 
 def test_metrics_count_accepted_votes_and_each_route_with_its_status(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from types import SimpleNamespace
 
 from flask import Flask
 from gunicorn.http.errors import LimitRequestHeaders
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cloudvote.config import Settings
 from cloudvote.entrypoints.server import (
@@ -17,6 +20,8 @@ from cloudvote.entrypoints.server import (
     ServiceServer,
 )
 from cloudvote.entrypoints.web.observed import HEADERS_TOO_LARGE
+from cloudvote.observability.tracing import Tracing
+from tests.unit.entrypoints.conftest import vote_app
 
 
 def _never_built(settings: Settings) -> Flask:
@@ -76,3 +81,17 @@ def test_json_logging_config_names_the_service_and_drops_access_lines() -> None:
     assert config["root"]["level"] == "DEBUG"
     assert config["loggers"]["gunicorn.access"]["handlers"] == []
     assert logging.getLevelName(config["loggers"]["gunicorn.error"]["level"]) == logging.INFO
+
+
+def test_a_server_process_exports_the_spans_it_still_holds_as_it_exits() -> None:
+    exporter = InMemorySpanExporter()
+    # A delay no test waits out: only the exit can have sent the span.
+    batches = BatchSpanProcessor(exporter, schedule_delay_millis=600_000)
+    app = vote_app(Settings(), tracing=Tracing.build("vote", 1.0, batches))
+    app.test_client().get("/")
+    assert exporter.get_finished_spans() == ()
+
+    server = ServiceServer(_never_built, Settings(), "vote")
+    server.cfg.worker_exit(server, SimpleNamespace(wsgi=app))
+
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET /"]

@@ -60,7 +60,14 @@ def _base_app(service: str, shape: Shape, liveness: Callable[[], bool] = lambda:
     app = Flask(__name__)
     app.extensions["cloudvote"] = shape
     served_by = ServedBy.describe(service, shape.settings)
-    install_common(app, served_by, shape.readiness, liveness, shape.settings.metrics_dir)
+    install_common(
+        app,
+        served_by,
+        shape.readiness,
+        liveness,
+        shape.settings.metrics_dir,
+        tracing=shape.tracing,
+    )
     catalog = shape.catalog
 
     @app.get("/api/polls")

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException
 
 from cloudvote.observability.identity import ServedBy
 from cloudvote.observability.metrics import REQUEST_SECONDS, REQUESTS, render_metrics
-from cloudvote.observability.tracing import TraceContext
+from cloudvote.observability.tracing import Tracing, context_from_environ, inject
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -34,6 +37,9 @@ HEADERS_TOO_LARGE = (
     " a large cookie is the usual cause"
 )
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Probes and scrapes come every few seconds from the platform, not from people: traced,
+# they would be most of the traces and none of the interest.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def install_common(
@@ -42,23 +48,25 @@ def install_common(
     readiness: Mapping[str, Callable[[], None]],
     liveness: Callable[[], bool] = lambda: True,
     metrics_dir: str = "",
+    tracing: Tracing | None = None,
 ) -> None:
     """What every service answers alike: its probes and metrics, the checks and headers
     around each request, and errors in cloudvote's words.
 
     `metrics_dir` is where the server processes write their metrics (PROMETHEUS_MULTIPROC_DIR);
-    empty when this process is the only one.
+    empty when this process is the only one. `tracing` gives each request a SERVER span;
+    without it (the worker's side port) requests are not traced.
     """
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # The templates show who served the page in the footer.
     app.context_processor(lambda: {"served_by": served_by})
-    install_request_hooks(app, served_by)
+    install_request_hooks(app, served_by, tracing)
     install_probes(app, served_by.service, readiness, liveness, metrics_dir)
     install_error_handlers(app)
 
 
-def install_request_hooks(app: Flask, served_by: ServedBy) -> None:
+def install_request_hooks(app: Flask, served_by: ServedBy, tracing: Tracing | None = None) -> None:
     """Refuse what no route should see (oversized, cross-site), and time, trace and name
     every answer."""
     # Every answer names the instance that served it.
@@ -66,12 +74,13 @@ def install_request_hooks(app: Flask, served_by: ServedBy) -> None:
     # Every request passes these two hooks, so they read the WSGI environ directly and
     # look each metric child up once per (route, status), not per request.
     observers = _RequestMetrics(served_by.service)
+    if tracing is not None:
+        _install_server_spans(app, tracing.tracer)
 
     @app.before_request
     def start_request() -> Response | None:
         environ = request.environ
         g.started = time.perf_counter()
-        g.trace = TraceContext.continue_or_start(environ.get("HTTP_TRACEPARENT"))
         if _header_bytes(environ) > MAX_HEADER_BYTES:
             return _error(431, HEADERS_TOO_LARGE)
         if environ["REQUEST_METHOD"] in _UNSAFE_METHODS:
@@ -95,11 +104,69 @@ def install_request_hooks(app: Flask, served_by: ServedBy) -> None:
         started = g.get("started")
         if started is not None:
             seconds.observe(time.perf_counter() - started)
-        trace = g.get("trace")
-        if trace is not None:
-            response.headers.add("traceparent", trace.header)
         response.headers.extend(served_by_headers)
         return response
+
+
+def _install_server_spans(app: Flask, tracer: trace.Tracer) -> None:
+    """A SERVER span per request, continuing the caller's W3C trace when it sends one.
+
+    The span is current while the request runs, so the vote's PRODUCER span is its child
+    and votes.trace_id is its trace id. The answer's `traceparent` names this span, so a
+    caller without tracing of its own can still find the trace. Registered before the
+    other hooks: a request refused by them (431, 403, 413) is traced too.
+    """
+
+    @app.before_request
+    def start_span() -> None:
+        environ = request.environ
+        if environ.get("PATH_INFO") in UNTRACED_PATHS:
+            return
+        method = environ["REQUEST_METHOD"]
+        rule = request.url_rule
+        # Named by the route, not the path: /polls/<poll_id>, not one name per poll.
+        span = tracer.start_span(
+            f"{method} {rule.rule}" if rule else method,
+            context_from_environ(environ),
+            SpanKind.SERVER,
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "http.route": rule.rule if rule else "",
+                    "url.path": environ.get("PATH_INFO", ""),
+                    "url.scheme": environ.get("wsgi.url_scheme", "http"),
+                }
+            )
+        g.span = span
+        g.span_token = otel_context.attach(trace.set_span_in_context(span))
+
+    @app.after_request
+    def name_the_trace(response: Response) -> Response:
+        span: trace.Span | None = g.get("span")
+        if span is None:
+            return response
+        headers: dict[str, str] = {}
+        inject(headers, span)
+        for name, value in headers.items():
+            response.headers.add(name, value)
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        return response
+
+    @app.teardown_request
+    def end_span(error: BaseException | None) -> None:
+        span: trace.Span | None = g.pop("span", None)
+        if span is None:
+            return
+        if error is not None and span.is_recording():
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+        otel_context.detach(g.pop("span_token"))
 
 
 def install_probes(

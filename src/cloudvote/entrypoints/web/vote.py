@@ -7,7 +7,7 @@ import secrets
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, Response, g, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from cloudvote.application.voting import VoteCaster
@@ -15,6 +15,7 @@ from cloudvote.domain.polls import Poll, PollCatalog, UnknownOption
 from cloudvote.domain.votes import is_valid_voter_id
 from cloudvote.entrypoints.web.observed import error_response
 from cloudvote.observability.metrics import VOTES_ACCEPTED, VOTES_REJECTED
+from cloudvote.observability.tracing import current_trace_id
 from cloudvote.ports.queue import QueueUnavailable
 
 log = logging.getLogger("cloudvote.vote")
@@ -167,7 +168,7 @@ def _form_field(name: str) -> str | None:
 
 def _cast(caster: VoteCaster, poll_id: str, option: str, voter_id: str) -> Response | None:
     try:
-        caster.cast(poll_id, option, voter_id, g.trace.trace_id)
+        caster.cast(poll_id, option, voter_id, current_trace_id())
     except UnknownOption as error:
         return _rejected(400, str(error), "unknown_option")
     except QueueUnavailable as error:

@@ -1,0 +1,188 @@
+"""components/monitoring on the cluster (issue 13): Prometheus finds and scrapes every
+target through the Kubernetes API, and the queue-lag alert reaches Alertmanager when the
+worker stops under load, then resolves when it is back, with no accepted vote lost.
+
+Prometheus and Alertmanager are reached through `kubectl port-forward`, the way an
+operator opens their UIs: the connection ends inside the pod's network namespace, so no
+NetworkPolicy has to open them to the test.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.kubernetes.app import Cloudvote, assert_no_accepted_vote_lost
+from tests.kubernetes.conftest import TIMINGS
+from tests.kubernetes.worker_control import worker_held_at
+from tests.support.kube import KUBECTL
+from tests.support.load import SteadyVotes
+from tests.support.waiting import wait_until
+
+# (job, container) of every scrape target: job is the pod's app.kubernetes.io/name.
+EXPECTED_TARGETS = {
+    ("vote", "vote"),
+    ("result", "result"),
+    ("worker", "worker"),
+    ("worker", "stats-adapter"),
+    ("node-agent", "node-exporter"),
+    ("redis-exporter", "redis-exporter"),
+    ("postgres-exporter", "postgres-exporter"),
+    ("alertmanager", "alertmanager"),
+    ("prometheus", "prometheus"),
+}
+LAG_ALERT = "CloudvoteQueueLagging"
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward svc/<service> :<port>` for the block; yields its local URL."""
+    with subprocess.Popen(
+        [KUBECTL, "port-forward", "-n", namespace, f"svc/{service}", f":{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            line = process.stdout.readline() if ready else ""
+            # "Forwarding from 127.0.0.1:41234 -> 9090"
+            assert line.startswith("Forwarding from 127.0.0.1:"), (
+                f"port-forward to {service}: {line!r}"
+            )
+            local = line.split("127.0.0.1:", 1)[1].split()[0]
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def target_health(prometheus: str) -> dict[tuple[str, str], list[str]]:
+    """(job, container) -> the health of each of its active targets."""
+    active = get_json(f"{prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+    health: dict[tuple[str, str], list[str]] = {}
+    for target in active:
+        key = (target["labels"].get("job", ""), target["labels"].get("container", ""))
+        health.setdefault(key, []).append(target["health"])
+    return health
+
+
+def all_up(health: dict[tuple[str, str], list[str]]) -> bool:
+    return all(health.get(key) and set(health[key]) == {"up"} for key in EXPECTED_TARGETS)
+
+
+def active_alerts(alertmanager: str, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The alerts of that name Alertmanager holds as active: not resolved (endsAt still
+    ahead), not silenced or inhibited."""
+    query = urllib.parse.urlencode(
+        {"filter": [f'alertname="{name}"', f'namespace="{namespace}"'], "active": "true"},
+        doseq=True,
+    )
+    now = datetime.now(UTC)
+    return [
+        alert
+        for alert in get_json(f"{alertmanager}/api/v2/alerts?{query}")
+        if alert["status"]["state"] == "active"
+        and datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) > now
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_prometheus_scrapes_every_target_and_evaluates_every_rule(app: Cloudvote) -> None:
+    with port_forward(app.namespace, "prometheus", 9090) as prometheus:
+        health = wait_until(
+            lambda: target_health(prometheus),
+            all_up,
+            timeout=180,
+            interval=3,
+            what="every monitoring target up in Prometheus",
+        )
+        assert set(health) >= EXPECTED_TARGETS, health
+        # The gateway has an `http` port but no /metrics and no annotation: not a target.
+        assert not any(job == "gateway" for job, _ in health)
+        groups = wait_until(
+            lambda: get_json(f"{prometheus}/api/v1/rules")["data"]["groups"],
+            lambda groups: all(
+                rule.get("lastEvaluation", "").startswith("20")
+                for group in groups
+                for rule in group["rules"]
+            ),
+            timeout=60,
+            interval=3,
+            what="every rule evaluated once",
+        )
+        broken = [
+            (rule["name"], rule.get("lastError"))
+            for group in groups
+            for rule in group["rules"]
+            if rule["health"] != "ok"
+        ]
+        assert not broken, broken
+        # The queue is measured from Redis: a lag of 0, not an absent series.
+        query = urllib.parse.quote("cloudvote:queue_delivery_lag_seconds:max")
+        result = get_json(f"{prometheus}/api/v1/query?query={query}")["data"]["result"]
+        assert [r["metric"].get("namespace") for r in result] == [app.namespace], result
+
+
+@pytest.mark.timeout(600)
+def test_queue_lag_alert_fires_with_the_worker_stopped_and_resolves_after(
+    app: Cloudvote,
+) -> None:
+    namespace = app.namespace
+    with (
+        port_forward(namespace, "alertmanager", 9093) as alertmanager,
+        SteadyVotes(app.host, app.port, per_second=20, threads=2, max_seconds=540) as load,
+    ):
+        wait_until(
+            lambda: active_alerts(alertmanager, LAG_ALERT, namespace),
+            lambda alerts: not alerts,
+            timeout=180,
+            interval=2,
+            what=f"no {LAG_ALERT} before the test (one left from an earlier run resolves)",
+        )
+        stopped = time.monotonic()
+        with worker_held_at(namespace, 0):
+            firing = wait_until(
+                lambda: active_alerts(alertmanager, LAG_ALERT, namespace),
+                timeout=240,
+                interval=2,
+                what=f"{LAG_ALERT} active in Alertmanager with the worker at 0",
+            )
+            TIMINGS["queue-lag alert: worker stopped -> firing in Alertmanager"] = (
+                time.monotonic() - stopped
+            )
+            assert firing[0]["labels"]["severity"] == "ticket", firing
+        released = time.monotonic()
+        wait_until(
+            lambda: active_alerts(alertmanager, LAG_ALERT, namespace),
+            lambda alerts: not alerts,
+            timeout=240,
+            interval=2,
+            what=f"{LAG_ALERT} resolved in Alertmanager after the worker came back",
+        )
+        TIMINGS["queue-lag alert: worker released -> resolved in Alertmanager"] = (
+            time.monotonic() - released
+        )
+        time.sleep(3)  # votes flow on after the recovery, too
+    assert_no_accepted_vote_lost(app, load)
