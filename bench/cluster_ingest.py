@@ -11,17 +11,15 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubernetes.app import Cloudvote
 from tests.support.client import Client
-from tests.support.kube import KUBECTL, Manifest, get_json, kubectl, ready_pods
-from tests.support.servers import free_port
-from tests.support.waiting import wait_until
+from tests.support.kube import Manifest, get_json, kubectl, port_forward, ready_pods
 
 from bench.ingest import API_VOTE_PATH, StopRounds, compare_interleaved
 
@@ -81,35 +79,6 @@ def service_bases(namespace: str, name: str) -> tuple[str, str, Manifest]:
         )
     cluster_ip = service["spec"]["clusterIP"]
     return f"http://{cluster_ip}:{port['port']}", f"http://{pod['status']['podIP']}:{target}", pod
-
-
-@contextmanager
-def port_forward(namespace: str, pod: str, port: int) -> Iterator[str]:
-    """`kubectl port-forward` to the pod on a free loopback port; its base URL."""
-    local = free_port()
-    command = [KUBECTL, "port-forward", "-n", namespace, f"pod/{pod}", f"{local}:{port}"]
-    process = subprocess.Popen(
-        [*command, "--address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{local}"
-    try:
-        wait_until(
-            lambda: unreachable(base),
-            lambda why: why is None,
-            timeout=20,
-            interval=0.2,
-            what=f"port-forward to {pod}",
-        )
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- pod CPU, from the node's cgroups -----------------------------------------------------
@@ -302,7 +271,7 @@ def ingest_isolated(namespace: str, seconds: int, rounds: int, script: Path) -> 
     vote_cpu = PodCpu(pod["metadata"]["uid"])
     clock = cpu_clock_of([pod, *redis])
     port = int(urlsplit(pod_base).port or 0)
-    with port_forward(namespace, pod["metadata"]["name"], port) as forwarded:
+    with port_forward(namespace, f"pod/{pod['metadata']['name']}", port) as forwarded:
         candidates = {
             "service_cluster_ip": service,
             "one_pod_direct": pod_base,

@@ -10,13 +10,9 @@ NetworkPolicy has to open them to the test.
 from __future__ import annotations
 
 import json
-import select
-import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +21,7 @@ import pytest
 from tests.kubernetes.app import Cloudvote, assert_no_accepted_vote_lost
 from tests.kubernetes.conftest import TIMINGS
 from tests.kubernetes.worker_control import worker_held_at
-from tests.support.kube import KUBECTL
+from tests.support.kube import port_forward
 from tests.support.load import SteadyVotes
 from tests.support.waiting import wait_until
 
@@ -44,33 +40,6 @@ EXPECTED_TARGETS = {
 LAG_ALERT = "CloudvoteQueueLagging"
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
-    """`kubectl port-forward svc/<service> :<port>` for the block; yields its local URL."""
-    with subprocess.Popen(
-        [KUBECTL, "port-forward", "-n", namespace, f"svc/{service}", f":{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            ready, _, _ = select.select([process.stdout], [], [], 30)
-            line = process.stdout.readline() if ready else ""
-            # "Forwarding from 127.0.0.1:41234 -> 9090"
-            assert line.startswith("Forwarding from 127.0.0.1:"), (
-                f"port-forward to {service}: {line!r}"
-            )
-            local = line.split("127.0.0.1:", 1)[1].split()[0]
-            yield f"http://127.0.0.1:{local}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def get_json(url: str) -> Any:
@@ -110,7 +79,7 @@ def active_alerts(alertmanager: str, name: str, namespace: str) -> list[dict[str
 
 @pytest.mark.timeout(300)
 def test_prometheus_scrapes_every_target_and_evaluates_every_rule(app: Cloudvote) -> None:
-    with port_forward(app.namespace, "prometheus", 9090) as prometheus:
+    with port_forward(app.namespace, "svc/prometheus", 9090) as prometheus:
         health = wait_until(
             lambda: target_health(prometheus),
             all_up,
@@ -151,7 +120,7 @@ def test_queue_lag_alert_fires_with_the_worker_stopped_and_resolves_after(
 ) -> None:
     namespace = app.namespace
     with (
-        port_forward(namespace, "alertmanager", 9093) as alertmanager,
+        port_forward(namespace, "svc/alertmanager", 9093) as alertmanager,
         SteadyVotes(app.host, app.port, per_second=20, threads=2, max_seconds=540) as load,
     ):
         wait_until(

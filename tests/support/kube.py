@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import subprocess
 import uuid
@@ -281,3 +282,33 @@ def ready_pods(namespace: str, selector: str) -> list[Manifest]:
 
 def ready_pod_names(namespace: str, selector: str) -> list[str]:
     return sorted(p["metadata"]["name"] for p in ready_pods(namespace, selector))
+
+
+@contextmanager
+def port_forward(namespace: str, target: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward <target> :<port>` for the block (target: svc/NAME or
+    pod/NAME); yields its local base URL. kubectl picks a free loopback port and prints
+    it once it listens, so that line is both the port and the sign that it is ready."""
+    with subprocess.Popen(
+        [KUBECTL, "port-forward", "-n", namespace, target, f":{port}", "--address", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            line = process.stdout.readline() if ready else ""
+            # "Forwarding from 127.0.0.1:41234 -> 9090"
+            assert line.startswith("Forwarding from 127.0.0.1:"), (
+                f"port-forward to {target}: {line!r}"
+            )
+            local = line.split("127.0.0.1:", 1)[1].split()[0]
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
