@@ -26,14 +26,22 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 COLUMNS, ROWS = 160, 45
-# The app's long-running pods; each must show in the pod view, Running.
-EXPECTED = ("gateway", "vote", "result", "worker", "redis", "postgres")
+# The app's long-running pods, by the pattern of their names (a Deployment's pod, or a
+# StatefulSet's ordinal: redis-0, not redis-exporter-...); each must show, Running.
+EXPECTED = {
+    "gateway": r"gateway-[a-z0-9]+-[a-z0-9]+",
+    "vote": r"vote-[a-z0-9]+-[a-z0-9]+",
+    "result": r"result-[a-z0-9]+-[a-z0-9]+",
+    "worker": r"worker-[a-z0-9]+-[a-z0-9]+",
+    "redis": r"redis-\d+",
+    "postgres": r"postgres-\d+",
+}
 
 
 def k9s_binary() -> str:
     built = subprocess.run(
         [str(REPO / "scripts/k8s-tools"), "path", "k9s"],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert built.returncode == 0, f"scripts/k8s-tools could not build k9s:\n{built.stderr}"
     return built.stdout.strip()
@@ -82,8 +90,8 @@ def running_pods_on_screen(screen: str) -> set[str]:
     for line in screen.splitlines():
         if "Running" not in line:
             continue
-        for component in EXPECTED:
-            if re.search(rf"\b{component}-[a-z0-9]+", line):
+        for component, name in EXPECTED.items():
+            if re.search(rf"\b{name}\s", line):
                 shown.add(component)
     return shown
 

@@ -142,7 +142,7 @@ def scaled_object(app: Cloudvote) -> Iterator[dict[str, Any]]:
         release_worker(app.namespace)
 
 
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(900)  # the bounded waits below add up to about 15 minutes
 def test_keda_scales_the_worker_out_on_a_backlog_and_back_in_counting_each_vote_once(
     app: Cloudvote, scaled_object: dict[str, Any]
 ) -> None:

@@ -42,14 +42,14 @@ LAG_ALERT = "CloudvoteQueueLagging"
 pytestmark = pytest.mark.slow
 
 
-def get_json(url: str) -> Any:
+def fetch_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
 
 
 def target_health(prometheus: str) -> dict[tuple[str, str], list[str]]:
     """(job, container) -> the health of each of its active targets."""
-    active = get_json(f"{prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+    active = fetch_json(f"{prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
     health: dict[tuple[str, str], list[str]] = {}
     for target in active:
         key = (target["labels"].get("job", ""), target["labels"].get("container", ""))
@@ -71,7 +71,7 @@ def active_alerts(alertmanager: str, name: str, namespace: str) -> list[dict[str
     now = datetime.now(UTC)
     return [
         alert
-        for alert in get_json(f"{alertmanager}/api/v2/alerts?{query}")
+        for alert in fetch_json(f"{alertmanager}/api/v2/alerts?{query}")
         if alert["status"]["state"] == "active"
         and datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) > now
     ]
@@ -91,7 +91,7 @@ def test_prometheus_scrapes_every_target_and_evaluates_every_rule(app: Cloudvote
         # The gateway has an `http` port but no /metrics and no annotation: not a target.
         assert not any(job == "gateway" for job, _ in health)
         groups = wait_until(
-            lambda: get_json(f"{prometheus}/api/v1/rules")["data"]["groups"],
+            lambda: fetch_json(f"{prometheus}/api/v1/rules")["data"]["groups"],
             lambda groups: all(
                 rule.get("lastEvaluation", "").startswith("20")
                 for group in groups
@@ -110,11 +110,11 @@ def test_prometheus_scrapes_every_target_and_evaluates_every_rule(app: Cloudvote
         assert not broken, broken
         # The queue is measured from Redis: a lag of 0, not an absent series.
         query = urllib.parse.quote("cloudvote:queue_delivery_lag_seconds:max")
-        result = get_json(f"{prometheus}/api/v1/query?query={query}")["data"]["result"]
+        result = fetch_json(f"{prometheus}/api/v1/query?query={query}")["data"]["result"]
         assert [r["metric"].get("namespace") for r in result] == [app.namespace], result
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # the bounded waits below add up to about 14 minutes
 def test_queue_lag_alert_fires_with_the_worker_stopped_and_resolves_after(
     app: Cloudvote,
 ) -> None:

@@ -8,10 +8,10 @@ kind and service.name, following parent span ids, never by span names:
     vote SERVER -> vote PRODUCER -> worker CONSUMER -> worker CLIENT (db.system=postgresql)
 
 Each link may have spans between it and the previous one; it must descend from it. One
-database span stores a whole batch, so it is a child of one message's CONSUMER span and
-links the batch's other messages (OpenTelemetry's messaging conventions for batches): a
-vote that was not first in its batch reaches its CLIENT span through a link to its
-PRODUCER span.
+database span stores a whole batch: it is a child of the first recorded message's
+CONSUMER span and links the others' (src/cloudvote/observability/tracing.py). The tests
+cast one sampled vote with no other recorded traffic, so its batch's store span is in its
+own trace; `links` lets a caller follow the others.
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ def spans_in(output: str) -> list[Span]:
         line = raw.strip()
         if not line.startswith('{"resourceSpans"'):
             continue
-        for resource_spans in json.loads(line)["resourceSpans"]:
+        try:
+            batch = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short (a restart mid-write): the next batch is whole
+        for resource_spans in batch["resourceSpans"]:
             resource = {
                 a["key"]: _value(a["value"])
                 for a in resource_spans.get("resource", {}).get("attributes", [])
@@ -134,8 +138,7 @@ def _fits(span: Span, service: str, kind: str, attributes: dict[str, Any]) -> bo
 def vote_chain(spans: Iterable[Span], caller: Caller) -> list[Span] | None:
     """The four spans of the vote cast with `caller`'s traceparent, or None while the
     collector has not written them all (the worker's spans come a batch later)."""
-    everything = list(spans)
-    in_trace = [s for s in everything if s.trace_id == caller.trace_id]
+    in_trace = [s for s in spans if s.trace_id == caller.trace_id]
     by_id = {s.span_id: s for s in in_trace}
     chain: list[Span] = []
     for link in CHAIN:
@@ -145,10 +148,6 @@ def vote_chain(spans: Iterable[Span], caller: Caller) -> list[Span] | None:
             if _fits(s, *link)
             and (_descends(s, chain[-1], by_id) if chain else s.parent_span_id == caller.span_id)
         ]
-        if not candidates and link[1] == "CLIENT":
-            # The batch's store span, when another message of the batch was its parent.
-            producer = (chain[1].trace_id, chain[1].span_id)
-            candidates = [s for s in everything if _fits(s, *link) and producer in s.links]
         if not candidates:
             return None
         chain.append(candidates[0])

@@ -56,6 +56,9 @@ PRODUCER_SPAN = "send {stream}"
 CONSUMER_SPAN = "process {stream}"
 STORE_SPAN = "INSERT votes"
 BATCH_SIZE = "db.operation.batch.size"
+# Bounds on export at shutdown (see Tracing.shutdown): one request, then the whole flush.
+EXPORT_TIMEOUT_SECONDS = 2.0
+FLUSH_TIMEOUT_MILLIS = 3000
 # A batch's store span links every other recorded message of the batch; the SDK's default
 # limit (128 links) would cut a batch of 2,000 at 10 % short.
 MIN_LINKS = 128
@@ -90,7 +93,11 @@ class Tracing:
                 OTLPSpanExporter,
             )
 
-            processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
+            # A 2 s export timeout (the SDK's default is 10 s): the last flush at shutdown
+            # must fit gunicorn's graceful timeout (8 s) even with the collector down.
+            processor = BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_SECONDS)
+            )
         return cls.build(
             settings.otel_service_name or service,
             settings.otel_traces_sampler_arg,
@@ -137,7 +144,15 @@ class Tracing:
         return cls.build(service, 0.0)
 
     def shutdown(self) -> None:
-        """Export what is still queued and stop the exporter's thread."""
+        """Export what is still queued, within a bound, and stop the exporter's thread.
+
+        The bounded flush first: shutdown alone waits up to the SDK's 30 s, longer than
+        gunicorn's graceful timeout and the pod's grace period, which would end in a
+        SIGKILL with the spans lost anyway.
+        """
+        force_flush = getattr(self.provider, "force_flush", None)
+        if force_flush is not None:
+            force_flush(FLUSH_TIMEOUT_MILLIS)
         shutdown = getattr(self.provider, "shutdown", None)
         if shutdown is not None:
             shutdown()
@@ -206,10 +221,16 @@ def current(span: trace.Span) -> Iterator[None]:
 
 
 def fail(span: trace.Span, error: BaseException) -> None:
-    """Mark a recorded span as failed by `error`."""
+    """Mark a recorded span as failed by `error`, naming only the error's type.
+
+    Not its message, nor record_exception's (which copies the message and traceback): a
+    database error's message can quote a row, voter id included, and traces leave the
+    app for a collector. The log line of the same failure carries the traceback and the
+    trace id, so the two still meet.
+    """
     if span.is_recording():
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.add_event("exception", {"exception.type": type(error).__name__})
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
 
 # -- the worker's side ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from cloudvote.observability.identity import ServedBy
 from cloudvote.observability.metrics import REQUEST_SECONDS, REQUESTS, render_metrics
-from cloudvote.observability.tracing import Tracing, context_from_environ, inject
+from cloudvote.observability.tracing import Tracing, context_from_environ, fail, inject
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -162,9 +162,8 @@ def _install_server_spans(app: Flask, tracer: trace.Tracer) -> None:
         span: trace.Span | None = g.pop("span", None)
         if span is None:
             return
-        if error is not None and span.is_recording():
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if error is not None:
+            fail(span, error)
         span.end()
         otel_context.detach(g.pop("span_token"))
 

@@ -6,7 +6,7 @@ Debian's prometheus package (the stand-in image, deploy/airgap/prometheus) is bu
 without `kubernetes_sd_configs`: Debian does not package the Kubernetes client library it
 needs. This sidecar does that one job instead. On every GET /targets it lists the pods of
 its own namespace through the Kubernetes API, with the pod's ServiceAccount token (the
-Role allows get/list/watch on pods, endpoints and services, and nothing else), and
+Role allows get/list/watch on pods, and nothing else), and
 answers in the format of Prometheus' HTTP service discovery: one target group per
 container port, labelled with the same `__meta_kubernetes_pod_*` names that
 `kubernetes_sd_configs` (role: pod) sets. So prometheus.yml's relabelling is the one a
