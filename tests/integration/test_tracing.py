@@ -48,14 +48,6 @@ def database_url(postgres_server: PostgresServer) -> str:
     return url
 
 
-@pytest.fixture
-def clients(redis_server: RedisServer) -> Iterator[list[redis.Redis]]:
-    opened: list[redis.Redis] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
 def ids(context: SpanContext | None) -> tuple[int, int]:
     assert context is not None
     return (context.trace_id, context.span_id)

@@ -51,14 +51,6 @@ def admin(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def clients(redis_server: RedisServer) -> Iterator[list[redis.Redis]]:
-    opened: list[redis.Redis] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
-@pytest.fixture
 def make_queue(redis_server: RedisServer, stream: str, clients: list[redis.Redis]) -> QueueFactory:
     """Queues on the test's stream, one client each; every client is closed afterwards."""
 
