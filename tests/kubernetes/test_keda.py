@@ -22,7 +22,7 @@ import pytest
 from tests.kubernetes.app import Cloudvote, exec_python
 from tests.kubernetes.conftest import TIMINGS
 from tests.kubernetes.worker_control import hold_worker, release_worker
-from tests.support.kube import get_json, kubectl
+from tests.support.kube import condition, get_json, kubectl
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -128,10 +128,7 @@ def scaled_object(app: Cloudvote) -> Iterator[dict[str, Any]]:
     KEDA afterwards, whatever happened."""
     scaled: dict[str, Any] = wait_until(
         lambda: get_json("scaledobject", "-n", app.namespace, "worker"),
-        lambda so: any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in so.get("status", {}).get("conditions", [])
-        ),
+        lambda so: condition(so, "Ready") == "True",
         timeout=120,
         interval=2,
         what="the worker's ScaledObject Ready (KEDA installed? deploy/cluster/up does it)",
