@@ -30,8 +30,10 @@ EXPECTED_FLOWS = {
 # NetworkPolicy is a test hook too, so the flow exists only while `helm test` runs.
 HELM_TEST_FLOWS = {("cloudvote-test", "gateway", 8080)}
 # overlays/local-observed's add-ons: Prometheus scrapes each metrics port (and itself,
-# and Alertmanager, to which it also sends alerts), the exporters read their store, and
-# the three services send spans to the collector (components/monitoring, tracing).
+# and Alertmanager, to which it also sends alerts, and kube-state-metrics), the exporters
+# read their store, and the three services send spans to the collector
+# (components/monitoring, tracing). The flows to the API server and the kubelets are no
+# pod-to-pod flows: ipBlock rules, which this test lists apart from these.
 OBSERVED_FLOWS = {
     ("prometheus", "vote", 5000),
     ("prometheus", "result", 5000),
@@ -42,6 +44,7 @@ OBSERVED_FLOWS = {
     ("prometheus", "postgres-exporter", 9187),
     ("prometheus", "alertmanager", 9093),
     ("prometheus", "prometheus", 9090),
+    ("prometheus", "kube-state-metrics", 8080),
     ("redis-exporter", "redis", 6379),
     ("postgres-exporter", "postgres", 5432),
     *((service, "otel-collector", 4318) for service in ("vote", "worker", "result")),
@@ -134,6 +137,37 @@ def flows(docs: list[Doc], namespace: str) -> set[tuple[str, str, int]]:
                 if egress and ingress:
                     found.add((sender, receiver, port))
     return found
+
+
+def address_egress(docs: list[Doc]) -> set[tuple[str, str, int]]:
+    """Egress by address rather than by pod: (the pods' name, the CIDR, the port)."""
+    found = set()
+    for policy in by_kind(docs, "NetworkPolicy"):
+        name = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    assert "except" not in peer["ipBlock"], policy["metadata"]["name"]
+                    found |= {
+                        (name, peer["ipBlock"]["cidr"], port["port"]) for port in rule["ports"]
+                    }
+    return found
+
+
+@pytest.mark.parametrize("target", APP_TARGETS)
+def test_egress_by_address_is_only_monitoring_s_api_server_and_kubelet_calls(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    """Address rules open more than any pod selector (every pod and host on a port), so each
+    one is listed: Prometheus and kube-state-metrics reach the API server (443 or 6443),
+    and Prometheus the kubelets (10250), neither of which is a pod
+    (components/monitoring/network-policy.yaml)."""
+    expected: set[tuple[str, str, int]] = set()
+    if target == "overlays/local-observed":
+        expected = {("prometheus", "0.0.0.0/0", port) for port in (443, 6443, 10250)} | {
+            ("kube-state-metrics", "0.0.0.0/0", port) for port in (443, 6443)
+        }
+    assert address_egress(rendered[target]) == expected
 
 
 @pytest.mark.parametrize("target", APP_TARGETS)

@@ -1,14 +1,13 @@
-"""components/monitoring's Prometheus side, checked with promtool (Debian's `prometheus`
-package, which scripts/install-test-deps installs): the configuration and the rules parse,
-the rules' unit tests pass, every alert has a test that shows it firing, and no rule names
-a metric that nothing here serves. Also the pod-discovery sidecar's output, which the
-scrape configuration's relabelling reads."""
+"""components/monitoring's Prometheus side, checked with promtool (the same release as the
+Prometheus image, built by scripts/k8s-tools; scripts/k8s-check passes its path in
+PROMTOOL): the configuration and the rules parse, the rules' unit tests pass, every alert
+has a test that shows it firing, and no rule names a metric that nothing here serves."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudvote.observability.metrics import render_metrics
-from tests.manifests.k8s import K8S
+from tests.manifests.k8s import K8S, REPO
 
 MONITORING = K8S / "components" / "monitoring"
 RULES = sorted((MONITORING / "rules").glob("*.rules.yaml"))
@@ -40,6 +39,22 @@ REDIS_EXPORTER = {
     "redis_stream_group_consumer_idle_seconds",
 }
 POSTGRES_EXPORTER = {"pg_up", "pg_database_size_bytes", "pg_stat_database_numbackends"}
+# kube-state-metrics 2.20 with --resources=pods,persistentvolumeclaims: the families the
+# rules read (the waiting and terminated ones exist only for containers in that state).
+KUBE_STATE_METRICS = {
+    "kube_pod_container_status_waiting_reason",
+    "kube_pod_container_status_last_terminated_reason",
+    "kube_pod_container_status_last_terminated_timestamp",
+    "kube_pod_container_status_restarts_total",
+    "kube_persistentvolumeclaim_info",
+    "kube_persistentvolumeclaim_resource_requests_storage_bytes",
+}
+# The kubelet's, as config/prometheus.yml's kubelet job keeps them (metric_relabel_configs).
+KUBELET = {
+    "kubelet_volume_stats_capacity_bytes",
+    "kubelet_volume_stats_available_bytes",
+    "kubelet_volume_stats_used_bytes",
+}
 # Prometheus' own per-target series, and the Go and Python clients' process collector.
 PROMETHEUS = {"up", "scrape_duration_seconds", "process_start_time_seconds"}
 
@@ -50,10 +65,11 @@ PROMQL_WORDS = {
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail("no promtool; run scripts/install-test-deps (Debian's prometheus)", False)
-    return found
+    configured = os.environ.get("PROMTOOL")
+    found = Path(configured) if configured else REPO / ".cache" / "bin" / "promtool"
+    if not found.is_file():
+        pytest.fail(f"no promtool at {found}; run scripts/k8s-tools path promtool", False)
+    return str(found)
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -110,7 +126,15 @@ def app_metrics() -> set[str]:
 
 
 def served() -> set[str]:
-    return app_metrics() | REDIS_EXPORTER | POSTGRES_EXPORTER | PROMETHEUS | recorded()
+    return (
+        app_metrics()
+        | REDIS_EXPORTER
+        | POSTGRES_EXPORTER
+        | KUBE_STATE_METRICS
+        | KUBELET
+        | PROMETHEUS
+        | recorded()
+    )
 
 
 def load_script(path: Path) -> ModuleType:
@@ -132,7 +156,11 @@ def test_rules_unit_tests_pass() -> None:
 
 
 def test_prometheus_config_is_valid() -> None:
-    result = run_promtool("check", "config", str(MONITORING / "config" / "prometheus.yml"))
+    # --syntax-only: the files it names (the ServiceAccount token, the rules) exist only in
+    # the pod; the rules are checked on their own above.
+    result = run_promtool(
+        "check", "config", "--syntax-only", str(MONITORING / "config" / "prometheus.yml")
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -171,39 +199,35 @@ def test_metric_names_finds_metrics_not_labels_or_functions() -> None:
     assert metric_names(expr) == {"a_total", "b:rec"}
 
 
-def test_pod_discovery_labels_targets_as_kubernetes_discovery_does() -> None:
-    discovery = load_script(MONITORING / "scripts" / "pod_discovery.py")
-    pods = {
-        "items": [
-            {
-                "metadata": {
-                    "name": "worker-1",
-                    "namespace": "cv",
-                    "labels": {"app.kubernetes.io/name": "worker"},
-                    "annotations": {"prometheus.io/scrape": "true"},
-                },
-                "spec": {
-                    "nodeName": "node-a",
-                    "initContainers": [
-                        {"name": "db-ambassador", "ports": [{"containerPort": 6432}]}
-                    ],
-                    "containers": [
-                        {"name": "worker", "ports": [{"name": "http", "containerPort": 8080}]},
-                        {"name": "sleeper"},
-                    ],
-                },
-                "status": {"podIP": "10.0.0.7", "phase": "Running"},
-            },
-            {"metadata": {"name": "new", "namespace": "cv"}, "spec": {}, "status": {}},
-        ]
+@pytest.mark.parametrize(
+    ("tool", "manifest", "image"),
+    [
+        ("prometheus", "prometheus.yaml", "quay.io/prometheus/prometheus"),
+        (
+            "kube-state-metrics",
+            "kube-state-metrics.yaml",
+            "registry.k8s.io/kube-state-metrics/kube-state-metrics",
+        ),
+    ],
+)
+def test_images_name_the_release_scripts_k8s_tools_builds(
+    tool: str, manifest: str, image: str
+) -> None:
+    """The official image the component names, the stand-in local-observed maps it to and
+    the binary in that stand-in (scripts/build-monitoring) are one release."""
+    release = subprocess.run(
+        [str(REPO / "scripts" / "k8s-tools"), "version", tool],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    named = {
+        container["image"]
+        for doc in yaml.safe_load_all((MONITORING / manifest).read_text(encoding="utf-8"))
+        if doc and doc["kind"] == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
     }
-    groups = discovery.target_groups(pods)
-    assert [g["targets"] for g in groups] == [["10.0.0.7:8080"], ["10.0.0.7:6432"]]
-    labels = groups[0]["labels"]
-    assert labels["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
-    assert labels["__meta_kubernetes_pod_label_app_kubernetes_io_name"] == "worker"
-    assert labels["__meta_kubernetes_pod_container_port_name"] == "http"
-    assert labels["__meta_kubernetes_pod_container_name"] == "worker"
-    assert labels["__meta_kubernetes_pod_node_name"] == "node-a"
-    assert labels["__meta_kubernetes_pod_phase"] == "Running"
-    assert groups[1]["labels"]["__meta_kubernetes_pod_container_init"] == "true"
+    assert named == {f"{image}:v{release}"}
+    overlay = yaml.safe_load(
+        (K8S / "overlays" / "local-observed" / "kustomization.yaml").read_text(encoding="utf-8")
+    )
+    mapped = [entry for entry in overlay["images"] if entry["name"] == image]
+    assert [entry["newTag"] for entry in mapped] == [release]

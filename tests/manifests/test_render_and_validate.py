@@ -126,7 +126,9 @@ def test_namespaced_objects_land_in_the_overlay_namespace(
 ) -> None:
     """Each overlay's objects in its Namespace; the chart's in the release's namespace (it
     writes metadata.namespace, so `helm template | kubectl apply -f -` lands there too)."""
-    cluster_scoped = {"Namespace", "PersistentVolume", "StorageClass"}
+    cluster_scoped = {
+        "Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding",
+    }  # fmt: skip
     for target, docs in rendered.items():
         if not target.startswith(("overlays/", "helm/")):
             continue

@@ -6,12 +6,14 @@
 # an image imported there is one the kubelet sees.
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
-# static_image TAG BINARY UID: a FROM scratch image holding one static binary, run as UID.
-# BINARY is a path under $BIN_DIR (keda/operator); the image holds it as /<its base name>.
+# static_image TAG BINARY UID [DIR]: a FROM scratch image holding one static binary, run as
+# UID. BINARY is a path under $BIN_DIR (keda/operator); the image holds it as
+# DIR/<its base name>, DIR being / unless given (Prometheus keeps its data in /prometheus,
+# so its binary goes to /bin, where the official image has it).
 # A subshell, so that its EXIT trap removes the build context however it ends (a failed
 # build dies) without replacing a trap of the script that sourced this file.
 static_image() (
-    local tag=$1 source=$BIN_DIR/$2 binary=${2##*/} uid=$3 context
+    local tag=$1 source=$BIN_DIR/$2 binary=${2##*/} uid=$3 dir=${4:-} context
     if docker image inspect "$tag" >/dev/null 2>&1 &&
         [[ "$(docker image inspect -f '{{index .Config.Labels "org.cloudvote.binary-sha256"}}' "$tag")" == "$(sha256sum <"$source" | cut -c1-64)" ]]; then
         return 0
@@ -22,9 +24,9 @@ static_image() (
     cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
 LABEL org.cloudvote.binary-sha256=$(sha256sum <"$source" | cut -c1-64)
-COPY $binary /$binary
+COPY $binary $dir/$binary
 USER $uid:$uid
-ENTRYPOINT ["/$binary"]
+ENTRYPOINT ["$dir/$binary"]
 DOCKERFILE
     # The classic builder: BuildKit needs the buildx plugin here, and a FROM scratch image
     # with one COPY needs nothing BuildKit adds.
