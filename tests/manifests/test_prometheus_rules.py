@@ -39,15 +39,19 @@ REDIS_EXPORTER = {
     "redis_stream_group_consumer_idle_seconds",
 }
 POSTGRES_EXPORTER = {"pg_up", "pg_database_size_bytes", "pg_stat_database_numbackends"}
-# kube-state-metrics 2.20 with --resources=pods,persistentvolumeclaims: the families the
-# rules read (the waiting and terminated ones exist only for containers in that state).
+# kube-state-metrics 2.20 with --resources=pods,persistentvolumeclaims, as read from the
+# running build: the families the rules use (the waiting and terminated ones exist only
+# for containers in that state; init_container ones include native sidecars).
 KUBE_STATE_METRICS = {
+    "kube_pod_info",
     "kube_pod_container_status_waiting_reason",
+    "kube_pod_container_status_terminated_reason",
     "kube_pod_container_status_last_terminated_reason",
     "kube_pod_container_status_last_terminated_timestamp",
-    "kube_pod_container_status_restarts_total",
+    "kube_pod_init_container_status_waiting_reason",
+    "kube_pod_init_container_status_last_terminated_reason",
+    "kube_pod_init_container_status_last_terminated_timestamp",
     "kube_persistentvolumeclaim_info",
-    "kube_persistentvolumeclaim_resource_requests_storage_bytes",
 }
 # The kubelet's, as config/prometheus.yml's kubelet job keeps them (metric_relabel_configs).
 KUBELET = {
@@ -55,8 +59,8 @@ KUBELET = {
     "kubelet_volume_stats_available_bytes",
     "kubelet_volume_stats_used_bytes",
 }
-# Prometheus' own per-target series, and the Go and Python clients' process collector.
-PROMETHEUS = {"up", "scrape_duration_seconds", "process_start_time_seconds"}
+# Prometheus' own per-target series.
+PROMETHEUS = {"up", "scrape_duration_seconds"}
 
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
@@ -213,8 +217,9 @@ def test_metric_names_finds_metrics_not_labels_or_functions() -> None:
 def test_images_name_the_release_scripts_k8s_tools_builds(
     tool: str, manifest: str, image: str
 ) -> None:
-    """The official image the component names, the stand-in local-observed maps it to and
-    the binary in that stand-in (scripts/build-monitoring) are one release."""
+    """The official image the component names and the stand-in tag local-observed maps it
+    to are the release scripts/k8s-tools builds (scripts/build-monitoring tags the
+    stand-in with that same `scripts/k8s-tools version`)."""
     release = subprocess.run(
         [str(REPO / "scripts" / "k8s-tools"), "version", tool],
         capture_output=True, text=True, check=True, timeout=30,
@@ -231,3 +236,41 @@ def test_images_name_the_release_scripts_k8s_tools_builds(
     )
     mapped = [entry for entry in overlay["images"] if entry["name"] == image]
     assert [entry["newTag"] for entry in mapped] == [release]
+
+
+def matcher_holds(matcher: str, labels: dict[str, str]) -> bool:
+    """One Alertmanager matcher (name="v", name!="v", name=~"re") against static labels."""
+    found = re.fullmatch(r'(\w+)\s*(=~|!=|=)\s*"(.*)"', matcher)
+    assert found, f"unparsed matcher {matcher}"
+    name, operator, value = found.groups()
+    actual = labels.get(name, "")
+    if operator == "=~":
+        return re.fullmatch(value, actual) is not None
+    return (actual == value) == (operator == "=")
+
+
+def test_an_inhibiting_alert_carries_every_static_label_it_is_compared_on() -> None:
+    """Alertmanager counts a label missing from both alerts as equal. So an alert that
+    matches an inhibit rule's source but lacks a label of its `equal` list (slo, say)
+    silences every target alert that lacks it too: every cause ticket at once. Checked
+    for the labels rules set statically; namespace and the like come from the series."""
+    config = yaml.safe_load((MONITORING / "config" / "alertmanager.yml").read_text())
+    alerts = [
+        {"alertname": rule["alert"], **rule.get("labels", {})}
+        for rule in rules()
+        if "alert" in rule
+    ]
+    static_names = {name for labels in alerts for name in labels}
+    for inhibit in config["inhibit_rules"]:
+        compared = set(inhibit["equal"]) & static_names
+        for labels in alerts:
+            if all(matcher_holds(m, labels) for m in inhibit["source_matchers"]):
+                assert compared <= set(labels), (labels["alertname"], inhibit)
+
+
+def test_matcher_holds_reads_alertmanager_matchers() -> None:
+    labels = {"severity": "page", "slo": "vote-availability"}
+    assert matcher_holds('severity="page"', labels)
+    assert matcher_holds('slo=~".+"', labels)
+    assert not matcher_holds('slo=~".+"', {"severity": "page"})
+    assert matcher_holds('severity!="ticket"', labels)
