@@ -75,17 +75,20 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def active_alerts(alertmanager: str, name: str, namespace: str) -> list[dict[str, Any]]:
-    """The alerts of that name Alertmanager holds as active: not resolved (endsAt still
-    ahead), not silenced or inhibited."""
-    query = urllib.parse.urlencode(
-        {"filter": [f'alertname="{name}"', f'namespace="{namespace}"'], "active": "true"},
+def active_alerts(
+    alertmanager: str, name: str, namespace: str, **labels: str
+) -> list[dict[str, Any]]:
+    """The alerts of that name (and those label values) Alertmanager holds as active: not
+    resolved (endsAt still ahead), not silenced or inhibited."""
+    matchers = {"alertname": name, "namespace": namespace, **labels}
+    params = urllib.parse.urlencode(
+        {"filter": [f'{label}="{value}"' for label, value in matchers.items()], "active": "true"},
         doseq=True,
     )
     now = datetime.now(UTC)
     return [
         alert
-        for alert in fetch_json(f"{alertmanager}/api/v2/alerts?{query}")
+        for alert in fetch_json(f"{alertmanager}/api/v2/alerts?{params}")
         if alert["status"]["state"] == "active"
         and datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) > now
     ]
@@ -182,11 +185,7 @@ def test_an_oom_killed_container_raises_its_alert_and_crash_loops(app: Cloudvote
         apply(pod, namespace=namespace)
         try:
             firing = wait_until(
-                lambda: [
-                    alert
-                    for alert in active_alerts(alertmanager, OOM_ALERT, namespace)
-                    if alert["labels"].get("pod") == name
-                ],
+                lambda: active_alerts(alertmanager, OOM_ALERT, namespace, pod=name),
                 timeout=180,
                 interval=2,
                 what=f"{OOM_ALERT} for pod {name} active in Alertmanager",
@@ -209,11 +208,7 @@ def test_an_oom_killed_container_raises_its_alert_and_crash_loops(app: Cloudvote
             kubectl("delete", "pod", "-n", namespace, name, "--wait=false", "--ignore-not-found")
         deleted = time.monotonic()
         wait_until(
-            lambda: [
-                alert
-                for alert in active_alerts(alertmanager, OOM_ALERT, namespace)
-                if alert["labels"].get("pod") == name
-            ],
+            lambda: active_alerts(alertmanager, OOM_ALERT, namespace, pod=name),
             lambda alerts: not alerts,
             timeout=180,
             interval=2,

@@ -18,8 +18,7 @@ import pytest
 from tests.manifests.k8s import (
     Doc,
     RenderError,
-    helm_binary,
-    kustomize_binary,
+    built_tool,
     render,
     render_targets,
 )
@@ -31,20 +30,14 @@ pytest_ignore_collect = collected_when_requested(__file__, "CLOUDVOTE_MANIFEST_T
 _RENDERED: dict[str, list[Doc]] = {}
 
 
-def _built(binary: Path) -> Path:
-    if not binary.is_file():
-        pytest.fail(f"no {binary.name} at {binary}; run scripts/k8s-tools", pytrace=False)
-    return binary
-
-
 @pytest.fixture(scope="session")
 def kustomize() -> Path:
-    return _built(kustomize_binary())
+    return built_tool("kustomize")
 
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    return _built(helm_binary())
+    return built_tool("helm")
 
 
 @pytest.fixture(scope="session")

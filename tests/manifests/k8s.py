@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,14 +33,19 @@ EXTRA_COMPONENTS = {"worker-queue-hpa": "test"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
-def kustomize_binary() -> Path:
-    configured = os.environ.get("KUSTOMIZE")
-    return Path(configured) if configured else REPO / ".cache" / "bin" / "kustomize"
+def tool_binary(name: str) -> Path:
+    """A binary scripts/k8s-tools builds: the path in $NAME (scripts/k8s-check exports
+    KUSTOMIZE, HELM and PROMTOOL), else .cache/bin/name."""
+    configured = os.environ.get(name.upper())
+    return Path(configured) if configured else REPO / ".cache" / "bin" / name
 
 
-def helm_binary() -> Path:
-    configured = os.environ.get("HELM")
-    return Path(configured) if configured else REPO / ".cache" / "bin" / "helm"
+def built_tool(name: str) -> Path:
+    """tool_binary(name), or a test failure that says how to build it (never a skip)."""
+    binary = tool_binary(name)
+    if not binary.is_file():
+        pytest.fail(f"no {name} at {binary}; run scripts/k8s-tools path {name}", pytrace=False)
+    return binary
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class HelmRelease:
 
     def command(self, *extra: str) -> list[str]:
         return [
-            str(helm_binary()),
+            str(tool_binary("helm")),
             "template",
             self.release,
             str(CHART),
@@ -162,7 +168,7 @@ def render(target: Path | HelmRelease) -> list[Doc]:
             raise RenderError(f"helm template {target.release} failed:\n{result.stderr}")
         return parse(result.stdout)
     result = subprocess.run(
-        [str(kustomize_binary()), "build", str(target)],
+        [str(tool_binary("kustomize")), "build", str(target)],
         capture_output=True,
         text=True,
         check=False,

@@ -40,10 +40,10 @@ from tests.manifests.k8s import (
     HelmRelease,
     by_kind,
     find,
-    helm_binary,
     helm_template,
     parse,
     pod_template,
+    tool_binary,
     workloads,
 )
 
@@ -481,7 +481,7 @@ def test_chart_files_are_symlinks_to_the_kustomize_base() -> None:
 
 def test_helm_package_carries_the_linked_content(tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(helm_binary()), "package", str(CHART), "--destination", str(tmp_path)],
+        [str(tool_binary("helm")), "package", str(CHART), "--destination", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
@@ -580,7 +580,7 @@ def test_defaults_leave_cluster_wide_and_optional_objects_off() -> None:
 @pytest.mark.parametrize("values", ["values.yaml", "values-prod.yaml"])
 def test_helm_lint_strict_passes(values: str) -> None:
     result = subprocess.run(
-        [str(helm_binary()), "lint", "--strict", str(CHART), "--values", str(CHART / values)],
+        [str(tool_binary("helm")), "lint", "--strict", str(CHART), "--values", str(CHART / values)],
         capture_output=True,
         text=True,
         check=False,

@@ -6,7 +6,6 @@ has a test that shows it firing, and no rule names a metric that nothing here se
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudvote.observability.metrics import render_metrics
-from tests.manifests.k8s import K8S, REPO
+from tests.manifests.k8s import K8S, REPO, built_tool
 
 MONITORING = K8S / "components" / "monitoring"
 RULES = sorted((MONITORING / "rules").glob("*.rules.yaml"))
@@ -69,11 +68,7 @@ PROMQL_WORDS = {
 
 
 def promtool() -> str:
-    configured = os.environ.get("PROMTOOL")
-    found = Path(configured) if configured else REPO / ".cache" / "bin" / "promtool"
-    if not found.is_file():
-        pytest.fail(f"no promtool at {found}; run scripts/k8s-tools path promtool", False)
-    return str(found)
+    return str(built_tool("promtool"))
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
